@@ -1,0 +1,63 @@
+"""Creating the actors of a run, named by role and index (rollout-0, teacher-0, learner-0, ...)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray
+
+from actors.learner import LearnerRank
+from actors.rollout import RolloutEngine
+from actors.teacher import TeacherServer
+from opd_ray.config import OPDConfig
+from opd_ray.runtime import free_port
+
+
+class LearnerGroup:
+    """N DeepSpeed ranks trained in lockstep; each rank sees the whole batch and takes its own shard."""
+
+    def __init__(self, cfg: OPDConfig, name_prefix: str = "learner"):
+        n = cfg.learner.num_ranks
+        port = cfg.learner.master_port or free_port()
+        self.zero_stage = cfg.learner.zero_stage
+        self.ranks = [
+            LearnerRank.options(name=f"{name_prefix}-{r}", num_cpus=cfg.learner.cpus_per_rank)
+            .remote(cfg, r, n, "127.0.0.1", port)
+            for r in range(n)
+        ]
+
+    def ready_refs(self):
+        return [r.ready.remote() for r in self.ranks]
+
+    def train_step_refs(self, scored_refs):
+        return [r.train_step.remote(*scored_refs) for r in self.ranks]
+
+    def weights_ref(self):
+        """An object ref to the full weights; under ZeRO-3 every rank joins the gather, rank 0's copy is used."""
+        if self.zero_stage == 3:
+            refs = [r.full_state_dict.remote() for r in self.ranks]
+            return refs[0], refs[1:]
+        return self.ranks[0].full_state_dict.remote(), []
+
+
+@dataclass
+class Actors:
+    rollouts: list
+    teachers: list
+    learners: LearnerGroup
+
+    def ready_refs(self):
+        return ([e.policy_version.remote() for e in self.rollouts] + [t.ready.remote() for t in self.teachers]
+                + self.learners.ready_refs())
+
+
+def create_actors(cfg: OPDConfig, name_prefix: str = "") -> Actors:
+    """Start every actor (the caller waits for `ready_refs()` with a timeout)."""
+    rollouts = [
+        RolloutEngine.options(name=f"{name_prefix}rollout-{i}", num_cpus=cfg.rollout.cpus_per_engine).remote(cfg)
+        for i in range(cfg.rollout.num_engines)
+    ]
+    teachers = [
+        TeacherServer.options(name=f"{name_prefix}teacher-{i}", num_cpus=cfg.teacher.cpus_per_server).remote(cfg)
+        for i in range(cfg.teacher.num_servers)
+    ]
+    return Actors(rollouts, teachers, LearnerGroup(cfg, f"{name_prefix}learner"))

@@ -1,0 +1,29 @@
+"""LearnerRank actor: one DeepSpeed rank of the learner group (see actors/group.py for the group)."""
+from __future__ import annotations
+
+import ray
+
+from opd_ray.config import OPDConfig
+from opd_ray.learner import DeepSpeedLearner
+from opd_ray.runtime import limit_threads
+
+
+@ray.remote
+class LearnerRank:
+    def __init__(self, cfg: OPDConfig, rank: int, world_size: int, master_addr: str, master_port: int):
+        limit_threads(cfg.learner.cpus_per_rank)
+        self.learner = DeepSpeedLearner(cfg.model.student, cfg.learner, cfg.objective, rank=rank,
+                                        world_size=world_size, master_addr=master_addr, master_port=master_port,
+                                        temperature=cfg.rollout.temperature, seed=cfg.run.seed)
+
+    def ready(self) -> bool:
+        return True
+
+    def train_step(self, *batches):
+        return self.learner.train_step(list(batches))
+
+    def full_state_dict(self):
+        return self.learner.full_state_dict()
+
+    def optimizer_steps(self) -> int:
+        return self.learner.optimizer_steps

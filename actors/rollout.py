@@ -1,0 +1,34 @@
+"""RolloutEngine actor: hosts a student engine (HF backend) and serves one policy version at a time."""
+from __future__ import annotations
+
+import ray
+
+from opd_ray.config import OPDConfig
+from opd_ray.rollout import HFRollout
+from opd_ray.runtime import limit_threads
+
+
+@ray.remote
+class RolloutEngine:
+    def __init__(self, cfg: OPDConfig):
+        limit_threads(cfg.rollout.cpus_per_engine)
+        self.engine = HFRollout(cfg.model.student, max_new_tokens=cfg.rollout.max_new_tokens,
+                                temperature=cfg.rollout.temperature, top_k=cfg.objective.k,
+                                run_seed=cfg.run.seed, trust_remote_code=cfg.model.trust_remote_code)
+
+    def generate(self, prompts, traj_ids, policy_version):
+        return self.engine.generate(prompts, traj_ids, policy_version)
+
+    def greedy(self, prompts):
+        return self.engine.greedy(prompts)
+
+    def load_weights(self, state_dict, policy_version):
+        return self.engine.load_weights(state_dict, policy_version)
+
+    def policy_version(self) -> int:
+        return self.engine.policy_version
+
+    def state_dict(self):
+        from opd_ray.hf_models import state_dict_numpy
+
+        return state_dict_numpy(self.engine.model)

@@ -1,0 +1,176 @@
+"""The run configuration: a typed schema, YAML + dotted CLI overrides (OmegaConf), validated before Ray starts.
+
+Every error names the offending field, e.g. `objective.k: must be >= 1, got 0`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OBJECTIVES = ("sampled_token", "student_topk")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message starts with the dotted field name."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "opd"
+    seed: int = 0
+    out_dir: str = "runs"  # each run writes to out_dir/<name>-<timestamp>
+    steps: int = 100
+    eval_every: int = 0  # 0: evaluate only before and after
+
+
+@dataclass
+class ModelConfig:
+    student: str = MISSING  # a Hugging Face folder (or hub id on a cluster)
+    teacher: str = MISSING
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    task: str = "lab_arith"
+    train_prompts: int = 4096  # size of the OPD prompt set (lab: generated, seeded)
+    train_n_terms: list[int] = field(default_factory=lambda: [4, 5])
+    easy_mix: float = 0.0  # share of easy-range prompts mixed into OPD batches
+    easy_n_terms: list[int] = field(default_factory=lambda: [2, 3])
+    eval_size: int = 256  # held-out hard problems
+    prompts_per_step: int = 64
+    samples_per_prompt: int = 1
+    max_prompt_tokens: int = 24
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "hf"
+    num_engines: int = 1
+    max_new_tokens: int = 56
+    temperature: float = 1.0  # student log-probs are taken at this temperature too
+    cpus_per_engine: float = 1.0
+
+
+@dataclass
+class TeacherConfig:
+    backend: str = "hf"
+    num_servers: int = 1
+    temperature: float = 1.0  # teacher logits are divided by this before log_softmax
+    cpus_per_server: float = 1.0
+
+
+@dataclass
+class ObjectiveConfig:
+    kind: str = "student_topk"  # one of OBJECTIVES
+    k: int = 4  # top-k support of the objective and of the overlap metrics
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float = 3.0
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = 1
+    zero_stage: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    cpus_per_rank: float = 1.0
+    master_port: int = 0  # 0: pick a free port
+
+
+@dataclass
+class PipelineConfig:
+    max_staleness: int = 0  # in policy versions; 0 = synchronous on-policy
+    queue_size: int = 2  # bound on rollout batches in flight
+    rollout_timeout_s: float = 300.0
+    teacher_timeout_s: float = 300.0
+    learner_timeout_s: float = 600.0
+    sync_timeout_s: float = 120.0
+    startup_timeout_s: float = 600.0
+
+
+@dataclass
+class OPDConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
+    """YAML file + `dotted.key=value` overrides -> a validated OPDConfig object."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    schema = OmegaConf.structured(OPDConfig)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+        cfg: OPDConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {getattr(err, 'msg', err)} (in {path} or overrides)") from None
+    cfg.model.student = resolve_path(cfg.model.student)
+    cfg.model.teacher = resolve_path(cfg.model.teacher)
+    validate(cfg)
+    return cfg
+
+
+def resolve_path(name: str) -> str:
+    """Relative model paths are relative to the repository root, so `ray job submit` works from anywhere."""
+    candidate = REPO_ROOT / name
+    return str(candidate) if not Path(name).is_absolute() and candidate.exists() else name
+
+
+def _check(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+def validate(cfg: OPDConfig) -> None:
+    """Range and cross-field checks; reads the models' config.json (no weights) for the length budget."""
+    for name in ("run.steps", "data.prompts_per_step", "data.samples_per_prompt", "data.eval_size",
+                 "data.train_prompts", "rollout.num_engines", "rollout.max_new_tokens", "teacher.num_servers",
+                 "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens"):
+        value = OmegaConf.select(OmegaConf.structured(cfg), name)
+        _check(value >= 1, name, f"must be >= 1, got {value}")
+    _check(cfg.objective.kind in OBJECTIVES, "objective.kind", f"must be one of {OBJECTIVES}, got {cfg.objective.kind!r}")
+    _check(cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", f"must be 0-3, got {cfg.learner.zero_stage}")
+    _check(cfg.learner.lr > 0, "learner.lr", f"must be > 0, got {cfg.learner.lr}")
+    _check(cfg.pipeline.max_staleness >= 0, "pipeline.max_staleness", "must be >= 0")
+    _check(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
+    _check(cfg.teacher.temperature > 0, "teacher.temperature", "must be > 0")
+    _check(0.0 <= cfg.data.easy_mix < 1.0, "data.easy_mix", f"must be in [0, 1), got {cfg.data.easy_mix}")
+    _check(cfg.rollout.backend == "hf", "rollout.backend", f"only 'hf' is available, got {cfg.rollout.backend!r}")
+    _check(cfg.teacher.backend == "hf", "teacher.backend", f"only 'hf' is available, got {cfg.teacher.backend!r}")
+    _check(cfg.data.task == "lab_arith", "data.task", f"only 'lab_arith' is available, got {cfg.data.task!r}")
+    rows = cfg.data.prompts_per_step * cfg.data.samples_per_prompt
+    _check(rows >= cfg.learner.num_ranks, "learner.num_ranks",
+           f"{cfg.learner.num_ranks} ranks need at least that many sequences per step, got {rows}")
+    for lo_hi, name in ((cfg.data.train_n_terms, "data.train_n_terms"), (cfg.data.easy_n_terms, "data.easy_n_terms")):
+        _check(len(lo_hi) == 2 and 2 <= lo_hi[0] <= lo_hi[1], name, f"must be [lo, hi] with 2 <= lo <= hi, got {lo_hi}")
+    budget = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
+    for role in ("student", "teacher"):
+        context = model_context_length(getattr(cfg.model, role), f"model.{role}")
+        _check(budget <= context, "rollout.max_new_tokens",
+               f"data.max_prompt_tokens + rollout.max_new_tokens = {budget} exceeds the {role}'s context of {context}")
+
+
+def model_context_length(path: str, field_name: str) -> int:
+    config_file = Path(path) / "config.json"
+    _check(config_file.is_file(), field_name, f"no Hugging Face model folder at {path!r} (missing config.json)")
+    return int(json.loads(config_file.read_text()).get("max_position_embeddings", 1 << 30))
+
+
+def to_yaml(cfg: OPDConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,160 @@
+"""The OPD control loop. It owns the data stream, the policy version and the trajectory queue, and drives
+the actors it is given (any objects with the same `.remote` methods): rollout -> teacher -> learner -> sync.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import ray
+from tqdm import tqdm
+
+from opd_ray.config import OPDConfig
+from opd_ray.data import PromptStream
+from opd_ray.metrics import MetricsSink, StageTimer
+from opd_ray.trajectory import TrajId
+
+
+class PipelineTimeout(TimeoutError):
+    """A remote stage did not answer within its configured timeout."""
+
+
+def get(refs, timeout_s: float, stage: str):
+    """ray.get with the stage's timeout; a hang becomes an error that names the stage."""
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise PipelineTimeout(f"{stage} did not finish within {timeout_s:.0f} s (pipeline.{stage}_timeout_s)") from None
+
+
+@dataclass
+class InFlight:
+    """One step's worth of trajectories in the object store: scored refs, not yet consumed."""
+    scored_refs: list
+    items: list[tuple[TrajId, str]]
+    policy_version: int
+
+
+@dataclass
+class LoopState:
+    policy_version: int = 0
+    step: int = 0
+    consumed: set[TrajId] = field(default_factory=set)
+    refused_stale: int = 0
+
+
+class TrajectoryQueue:
+    """A bounded queue of in-flight rollout batches. With max_staleness s, at most s+1 batches are in flight
+    (rollouts for later steps run while the learner trains); a batch older than s versions is refused."""
+
+    def __init__(self, cfg: OPDConfig):
+        self.depth = min(cfg.pipeline.queue_size, cfg.pipeline.max_staleness + 1)
+        self.max_staleness = cfg.pipeline.max_staleness
+        self.items: deque[InFlight] = deque()
+
+    def has_room(self) -> bool:
+        return len(self.items) < self.depth
+
+    def put(self, item: InFlight) -> None:
+        self.items.append(item)
+
+    def pop_fresh(self, version: int, on_stale) -> InFlight | None:
+        """The oldest batch within [version - max_staleness, version]; stale ones go to `on_stale`."""
+        while self.items:
+            item = self.items.popleft()
+            if version - item.policy_version <= self.max_staleness:
+                return item
+            on_stale(item)
+        return None
+
+
+def launch_rollouts(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, version: int) -> InFlight:
+    """Split the next prompts across engines, chain each shard into a teacher; nothing waits here."""
+    items = stream.next_batch(cfg.data.prompts_per_step)
+    n_engines = len(actors.rollouts)
+    scored = []
+    for e, engine in enumerate(actors.rollouts):
+        shard = items[e::n_engines]
+        if not shard:
+            continue
+        prompt_ids = [tokenizer(prompt)["input_ids"] for _, prompt in shard]
+        traj_ref = engine.generate.remote(prompt_ids, [t for t, _ in shard], version)
+        scored.append(actors.teachers[e % len(actors.teachers)].score.remote(traj_ref))
+    return InFlight(scored, [i for e in range(n_engines) for i in items[e::n_engines]], version)
+
+
+def sync_weights(actors, version: int, cfg: OPDConfig) -> None:
+    """Push the learner's weights (one object-store copy) to every engine; each confirms the new version."""
+    weights_ref, extra_refs = actors.learners.weights_ref()
+    served = get([e.load_weights.remote(weights_ref, version) for e in actors.rollouts] + extra_refs,
+                 cfg.pipeline.sync_timeout_s, "sync")
+    if served[: len(actors.rollouts)] != [version] * len(actors.rollouts):
+        raise RuntimeError(f"weight sync: engines report versions {served}, expected {version}")
+
+
+def reduce_rank_results(results: list[dict]) -> tuple[dict[str, float], list[TrajId], dict[str, float]]:
+    """Sum the ranks' metric sums and divide by the global token count (grad_norm is already global)."""
+    total = {k: sum(r["sums"][k] for r in results) for k in results[0]["sums"]}
+    tokens = total.pop("tokens")
+    grad_norm = total.pop("grad_norm") / len(results)
+    metrics = {k.removesuffix("_sum"): v / max(tokens, 1.0) for k, v in total.items()}
+    metrics.update(grad_norm=grad_norm, tokens=tokens)
+    traj_ids = [t for r in results for t in r["traj_ids"]]
+    return metrics, traj_ids, results[0]["stage_s"]
+
+
+def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStream, tokenizer,
+             cfg: OPDConfig) -> dict[str, float]:
+    """One OPD step: take fresh scored trajectories, train on them, sync the new weights to the engines."""
+    p, timer, t0 = cfg.pipeline, StageTimer(), time.perf_counter()
+    with timer("wait_trajectories"):
+        while queue.has_room():  # keep up to max_staleness + 1 batches in flight
+            queue.put(launch_rollouts(actors, stream, tokenizer, cfg, state.policy_version))
+        item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
+        get(item.scored_refs, p.rollout_timeout_s + p.teacher_timeout_s, "rollout")
+    with timer("learner"):
+        results = get(actors.learners.train_step_refs(item.scored_refs), p.learner_timeout_s, "learner")
+    metrics, trained_ids, stage_s = reduce_rank_results(results)
+    mark_consumed(state, item, trained_ids)
+    state.policy_version += 1
+    state.step += 1
+    with timer("sync"):
+        sync_weights(actors, state.policy_version, cfg)
+    wall = time.perf_counter() - t0
+    metrics.update({f"time/{k}_s": v for k, v in {**stage_s, **timer.seconds, "step": wall}.items()})
+    metrics.update(tokens_per_s=metrics["tokens"] / wall, policy_version=state.policy_version,
+                   staleness=state.policy_version - 1 - item.policy_version, refused_stale=state.refused_stale)
+    return metrics
+
+
+def refuse(state: LoopState, stream: PromptStream, item: InFlight) -> None:
+    state.refused_stale += len(item.items)
+    stream.give_back(item.items)
+
+
+def mark_consumed(state: LoopState, item: InFlight, trained_ids: list[TrajId]) -> None:
+    """Exactly-once (DESIGN invariant 1): the learner trained on exactly this batch, and on no id twice."""
+    expected = [t for t, _ in item.items]
+    if sorted(trained_ids) != sorted(expected):
+        raise RuntimeError(f"learner trained on {len(trained_ids)} ids, expected the batch's {len(expected)}")
+    again = state.consumed.intersection(expected)
+    if again:
+        raise RuntimeError(f"traj_ids consumed twice: {sorted(again)[:5]}")
+    state.consumed.update(expected)
+
+
+def train(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, sink: MetricsSink, state: LoopState,
+          on_step=None) -> LoopState:
+    """Run OPD steps until `run.steps`, logging each step and showing a progress bar."""
+    queue = TrajectoryQueue(cfg)
+    with tqdm(total=cfg.run.steps, initial=state.step, desc="OPD", unit="step", dynamic_ncols=True) as bar:
+        while state.step < cfg.run.steps:
+            metrics = opd_step(state, actors, queue, stream, tokenizer, cfg)
+            sink.log(state.step, metrics)
+            bar.update(1)
+            bar.set_postfix(kl=f"{metrics['reverse_kl']:.3f}", overlap=f"{metrics['overlap_ratio']:.3f}",
+                            tok_s=f"{metrics['tokens_per_s']:.0f}")
+            if on_step is not None:
+                on_step(state, metrics)
+    return state

@@ -1,0 +1,78 @@
+"""Supervised fine-tuning of the lab models on reference chains of thought (single process, plain torch).
+
+The lab builder uses this to make the student and the teacher; it is deliberately small. OPD itself runs in
+the DeepSpeed learner group (opd_ray/learner.py).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+from opd_ray.lab.task import Problem, sample_problems, verify
+from opd_ray.sampling import decode_responses, sample
+
+
+def encode_example(tokenizer, problem: Problem) -> tuple[list[int], int]:
+    """Token ids of <bos> prompt response <eos>, and the length of the prompt part (masked from the loss)."""
+    prompt_ids = tokenizer(problem.prompt)["input_ids"]
+    response_ids = tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt_ids + response_ids, len(prompt_ids)
+
+
+def make_batch(tokenizer, problems: list[Problem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    encoded = [encode_example(tokenizer, p) for p in problems]
+    width = max(len(ids) for ids, _ in encoded)
+    ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for i, (seq, n_prompt) in enumerate(encoded):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
+    return ids, mask, labels
+
+
+def accuracy(model, tokenizer, problems: list[Problem], max_new_tokens: int = 64, batch: int = 128) -> float:
+    """Greedy-decoding accuracy judged by the task's verifier."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(problems), batch):
+        chunk = problems[start: start + batch]
+        prompts = [tokenizer(p.prompt)["input_ids"] for p in chunk]
+        out = sample(model, prompts, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+                     pad_id=tokenizer.pad_token_id, seeds=None)
+        correct += sum(verify(p.prompt, r) for p, r in zip(chunk, decode_responses(tokenizer, out)))
+    model.train()
+    return correct / len(problems)
+
+
+def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *, steps: int, batch_size: int,
+              lr: float, seed: int, desc: str) -> list[float]:
+    """Train on problems drawn from `mixture` = [(weight, n_terms_range), ...]; returns the loss curve."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = torch.tensor([w for w, _ in mixture])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    model.train()
+    losses, t0 = [], time.time()
+    for step in (bar := tqdm(range(steps), desc=desc, mininterval=5)):
+        counts = torch.bincount(torch.multinomial(weights, batch_size, True, generator=gen), minlength=len(mixture))
+        problems = []
+        for (_, n_range), count in zip(mixture, counts.tolist()):
+            problems += sample_problems(seed * 1_000_003 + step * 31 + n_range[0], count, n_range)
+        ids, mask, labels = make_batch(tokenizer, problems)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", s=f"{time.time() - t0:.0f}")
+    return losses

@@ -1,0 +1,68 @@
+"""The lab's synthetic reasoning task: multi-step addition with a running-sum chain of thought.
+
+A problem is a sum of `n_terms` two-digit numbers; `n_terms` is the difficulty knob.
+
+    prompt:    "12+34+56:"
+    response:  "12+34=46;46+56=102;#102"
+
+The chain of thought adds one term per step, so harder problems need longer chains of the same skill.
+That matches the paper's setting: the teacher improved a skill the student already has (condition ii),
+in the same format (condition i).
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+ANSWER_RE = re.compile(r"#(\d+)$")
+PROMPT_END = ":"
+
+
+@dataclass(frozen=True)
+class Problem:
+    terms: tuple[int, ...]
+
+    @property
+    def answer(self) -> int:
+        return sum(self.terms)
+
+    @property
+    def prompt(self) -> str:
+        return "+".join(str(t) for t in self.terms) + PROMPT_END
+
+    @property
+    def solution(self) -> str:
+        """The reference chain of thought followed by the final answer."""
+        steps, running = [], self.terms[0]
+        for term in self.terms[1:]:
+            steps.append(f"{running}+{term}={running + term};")
+            running += term
+        return "".join(steps) + f"#{running}"
+
+
+def sample_problem(rng: random.Random, n_terms: int) -> Problem:
+    return Problem(tuple(rng.randint(10, 99) for _ in range(n_terms)))
+
+
+def sample_problems(seed: int, count: int, n_terms_range: tuple[int, int]) -> list[Problem]:
+    """`count` problems with n_terms drawn uniformly from the inclusive range."""
+    rng = random.Random(seed)
+    lo, hi = n_terms_range
+    return [sample_problem(rng, rng.randint(lo, hi)) for _ in range(count)]
+
+
+def parse_prompt(prompt: str) -> Problem:
+    if not prompt.endswith(PROMPT_END):
+        raise ValueError(f"lab prompt must end with {PROMPT_END!r}: {prompt!r}")
+    return Problem(tuple(int(t) for t in prompt[: -len(PROMPT_END)].split("+")))
+
+
+def extract_answer(response: str) -> int | None:
+    match = ANSWER_RE.search(response.strip())
+    return int(match.group(1)) if match else None
+
+
+def verify(prompt: str, response: str) -> bool:
+    """True when the response ends with '#<answer>' and the answer is the sum in the prompt."""
+    return extract_answer(response) == parse_prompt(prompt).answer

@@ -1,0 +1,41 @@
+"""Config loading: every shipped config loads; bad input is rejected before Ray starts, naming the field."""
+from pathlib import Path
+
+import pytest
+
+from opd_ray.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_CFG = ROOT / "configs" / "lab_cpu.yaml"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_loads(path):
+    load_config(path)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("objective.bogus=1", "objective.bogus"),  # unknown key
+    ("run.steps=many", "run.steps"),  # wrong type
+    ("run.steps=0", "run.steps"),  # impossible value
+    ("objective.kind=forward_kl", "objective.kind"),
+    ("learner.zero_stage=4", "learner.zero_stage"),
+    ("rollout.max_new_tokens=500", "rollout.max_new_tokens"),  # prompt + response longer than the context
+    ("model.student=/nonexistent/model", "model.student"),
+    ("data.train_n_terms=[5,4]", "data.train_n_terms"),
+    ("learner.num_ranks=1000", "learner.num_ranks"),
+])
+def test_bad_values_are_rejected_naming_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(LAB_CFG, [override])
+    assert str(err.value).startswith(field), str(err.value)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_overrides_apply():
+    cfg = load_config(LAB_CFG, ["run.steps=7", "objective.kind=sampled_token"])
+    assert cfg.run.steps == 7 and cfg.objective.kind == "sampled_token"

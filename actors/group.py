@@ -31,6 +31,10 @@ class LearnerGroup:
     def train_step_refs(self, scored_refs):
         return [r.train_step.remote(*scored_refs) for r in self.ranks]
 
+    def save_pretrained_refs(self, path: str, tokenizer_path: str):
+        """Every rank joins (the ZeRO-3 gather is a collective); rank 0 writes the folder."""
+        return [r.save_pretrained.remote(path, tokenizer_path) for r in self.ranks]
+
     def weights_ref(self):
         """An object ref to the full weights; under ZeRO-3 every rank joins the gather, rank 0's copy is used."""
         if self.zero_stage == 3:

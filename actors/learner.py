@@ -25,5 +25,8 @@ class LearnerRank:
     def full_state_dict(self):
         return self.learner.full_state_dict()
 
+    def save_pretrained(self, path, tokenizer_path):
+        return self.learner.save_pretrained(path, tokenizer_path)
+
     def optimizer_steps(self) -> int:
         return self.learner.optimizer_steps

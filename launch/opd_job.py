@@ -70,6 +70,9 @@ def run(cfg: OPDConfig, run_dir: Path, name_prefix: str = "") -> dict:
     state = controller.train(actors, stream, tokenizer, cfg, sink, controller.LoopState())
     train_s = time.time() - t_train
     after = evaluate(actors.rollouts, eval_sets, tokenizer, timeout)
+    export_dir = run_dir / "checkpoints" / "final"
+    controller.get(actors.learners.save_pretrained_refs(str(export_dir), cfg.model.student),
+                   cfg.pipeline.learner_timeout_s, "learner")
     summary = {
         "student_before": before["hard"], "student_after": after["hard"], "teacher": teacher_acc["hard"],
         "gap_recovery": gap_recovery(before["hard"], after["hard"], teacher_acc["hard"]),
@@ -77,6 +80,7 @@ def run(cfg: OPDConfig, run_dir: Path, name_prefix: str = "") -> dict:
         "steps": state.step, "trajectories": len(state.consumed), "refused_stale": state.refused_stale,
         "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
         "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
+        "student_export": str(export_dir),
     }
     sink.log(state.step, {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)})
     sink.close()

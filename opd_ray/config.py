@@ -79,6 +79,7 @@ class LearnerConfig:
     num_ranks: int = 1
     zero_stage: int = 1
     lr: float = 1e-3
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     cpus_per_rank: float = 1.0
@@ -147,6 +148,7 @@ def validate(cfg: OPDConfig) -> None:
     _check(cfg.objective.kind in OBJECTIVES, "objective.kind", f"must be one of {OBJECTIVES}, got {cfg.objective.kind!r}")
     _check(cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", f"must be 0-3, got {cfg.learner.zero_stage}")
     _check(cfg.learner.lr > 0, "learner.lr", f"must be > 0, got {cfg.learner.lr}")
+    _check(cfg.learner.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
     _check(cfg.pipeline.max_staleness >= 0, "pipeline.max_staleness", "must be >= 0")
     _check(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
     _check(cfg.teacher.temperature > 0, "teacher.temperature", "must be > 0")

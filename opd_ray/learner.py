@@ -48,6 +48,10 @@ class DeepSpeedLearner:
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 1 << 30,
         }
+        if learner.warmup_steps > 0:  # DeepSpeed's WarmupLR takes its first step at warmup_min_lr
+            ds_config["scheduler"] = {"type": "WarmupLR", "params": {
+                "warmup_min_lr": 0.0, "warmup_max_lr": learner.lr, "warmup_num_steps": learner.warmup_steps,
+                "warmup_type": "linear"}}
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.zero_stage = learner.zero_stage
         self.optimizer_steps = 0
@@ -87,6 +91,19 @@ class DeepSpeedLearner:
         adv_BRK = obj.student_topk_advantage(old_BRK, torch.as_tensor(shard.teacher_logp_at_student_topk_BRK))
         new_BRK = gather_BRK(logp_BRV, shard.student_topk_ids_BRK)
         return obj.ppo_clipped_loss(new_BRK, old_BRK, adv_BRK, o.clip_low, o.clip_high, o.dual_clip).sum(-1)
+
+    def save_pretrained(self, path: str, tokenizer_path: str) -> str | None:
+        """Export the student as a Hugging Face folder (safetensors + tokenizer); rank 0 writes."""
+        weights = self.full_state_dict()
+        if self.rank != 0:
+            return None
+        from transformers import AutoTokenizer
+
+        module = self.engine.module
+        module.save_pretrained(path, state_dict={k: torch.tensor(v) for k, v in weights.items()},
+                               safe_serialization=True)
+        AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
+        return path
 
     def full_state_dict(self) -> dict[str, np.ndarray]:
         """Full student weights (every rank must call this under ZeRO-3: the gather is a collective)."""

@@ -7,7 +7,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 # name -> (hidden, layers, heads, intermediate)
 SIZES = {
     "student": (128, 3, 2, 384),  # ~0.6M parameters
-    "teacher": (128, 4, 2, 512),  # ~1.0M parameters
+    "teacher": (128, 4, 2, 512),  # ~1.05M parameters
 }
 MAX_POSITIONS = 128
 

@@ -52,3 +52,13 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
     assert ray.get([r.optimizer_steps.remote() for r in actors.learners.ranks]) == [3, 3]
     assert 0 < seen[0]["overlap_ratio"] <= 1 and seen[0]["tokens"] > 0
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3
+
+    # the HF export loads through from_pretrained and holds the weights the engine serves
+    from transformers import AutoModelForCausalLM
+
+    export = tmp_path / "export"
+    controller.get(actors.learners.save_pretrained_refs(str(export), str(tiny_lab / "student")), 120, "learner")
+    exported = AutoModelForCausalLM.from_pretrained(export).state_dict()
+    served = ray.get(actors.rollouts[0].state_dict.remote())
+    for name, value in served.items():
+        np.testing.assert_array_equal(exported[name].numpy(), value, err_msg=name)

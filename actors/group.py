@@ -15,15 +15,29 @@ from opd_ray.runtime import free_port
 class LearnerGroup:
     """N DeepSpeed ranks trained in lockstep; each rank sees the whole batch and takes its own shard."""
 
-    def __init__(self, cfg: OPDConfig, name_prefix: str = "learner"):
+    def __init__(self, cfg: OPDConfig, name_prefix: str = "learner", generation: int = 0):
         n = cfg.learner.num_ranks
-        port = cfg.learner.master_port or free_port()
+        port = (cfg.learner.master_port + generation) if cfg.learner.master_port else free_port()
+        self.cfg, self.name_prefix, self.generation = cfg, name_prefix, generation
         self.zero_stage = cfg.learner.zero_stage
+        suffix = f"-g{generation}" if generation else ""  # a restarted group gets fresh actor names
         self.ranks = [
-            LearnerRank.options(name=f"{name_prefix}-{r}", num_cpus=cfg.learner.cpus_per_rank)
-            .remote(cfg, r, n, "127.0.0.1", port)
+            LearnerRank.options(name=f"{name_prefix}-{r}{suffix}", num_cpus=cfg.learner.cpus_per_rank)
+            .remote(cfg, r, n, "127.0.0.1", port, generation)
             for r in range(n)
         ]
+
+    def restarted(self) -> "LearnerGroup":
+        """Kill every rank (a broken collective cannot heal) and start a new group, generation + 1."""
+        for rank in self.ranks:
+            ray.kill(rank, no_restart=True)
+        return LearnerGroup(self.cfg, self.name_prefix, self.generation + 1)
+
+    def save_checkpoint_refs(self, path: str):
+        return [r.save_checkpoint.remote(path) for r in self.ranks]
+
+    def load_checkpoint_refs(self, path: str):
+        return [r.load_checkpoint.remote(path) for r in self.ranks]
 
     def ready_refs(self):
         return [r.ready.remote() for r in self.ranks]

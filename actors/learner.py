@@ -10,11 +10,13 @@ from opd_ray.runtime import limit_threads
 
 @ray.remote
 class LearnerRank:
-    def __init__(self, cfg: OPDConfig, rank: int, world_size: int, master_addr: str, master_port: int):
+    def __init__(self, cfg: OPDConfig, rank: int, world_size: int, master_addr: str, master_port: int,
+                 generation: int = 0):
         limit_threads(cfg.learner.cpus_per_rank)
         self.learner = DeepSpeedLearner(cfg.model.student, cfg.learner, cfg.objective, rank=rank,
                                         world_size=world_size, master_addr=master_addr, master_port=master_port,
-                                        temperature=cfg.rollout.temperature, seed=cfg.run.seed)
+                                        temperature=cfg.rollout.temperature, seed=cfg.run.seed,
+                                        fault=cfg.run.fault, generation=generation)
 
     def ready(self) -> bool:
         return True
@@ -27,6 +29,12 @@ class LearnerRank:
 
     def save_pretrained(self, path, tokenizer_path):
         return self.learner.save_pretrained(path, tokenizer_path)
+
+    def save_checkpoint(self, path):
+        return self.learner.save_checkpoint(path)
+
+    def load_checkpoint(self, path):
+        return self.learner.load_checkpoint(path)
 
     def optimizer_steps(self) -> int:
         return self.learner.optimizer_steps

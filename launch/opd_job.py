@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import ray  # noqa: E402
 
 from actors.group import create_actors  # noqa: E402
-from opd_ray import controller  # noqa: E402
+from opd_ray import controller, resume  # noqa: E402
+from opd_ray.checkpoint import (CheckpointDir, ResumeError, config_differences, config_fingerprint,  # noqa: E402
+                                find_resume_checkpoint, read_state)
 from opd_ray.config import ConfigError, OPDConfig, load_config, to_yaml  # noqa: E402
 from opd_ray.data import PromptStream, lab_eval_prompts, lab_train_prompts  # noqa: E402
 from opd_ray.evaluation import evaluate, gap_recovery  # noqa: E402
@@ -43,6 +45,18 @@ def connect_ray() -> None:
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
 
 
+def check_resume_config(checkpoint: Path, cfg: OPDConfig, allow_change: bool) -> None:
+    """Refuse a resume under a different config, unless allowed; either way, print what differs."""
+    diffs = config_differences(read_state(checkpoint)["config"], config_fingerprint(cfg))
+    if not diffs:
+        return
+    listing = "\n  ".join(diffs)
+    if not allow_change:
+        raise ResumeError(f"the config differs from the checkpoint's ({checkpoint}):\n  {listing}\n"
+                          "pass --allow-config-change to resume anyway")
+    print(f"[opd] resuming with a changed config:\n  {listing}", flush=True)
+
+
 def check_cluster_cpus(cfg: OPDConfig) -> None:
     """Fail fast instead of waiting forever for actors the cluster cannot place."""
     need = (cfg.rollout.num_engines * cfg.rollout.cpus_per_engine + cfg.teacher.num_servers * cfg.teacher.cpus_per_server
@@ -52,27 +66,47 @@ def check_cluster_cpus(cfg: OPDConfig) -> None:
         raise ConfigError(f"rollout/teacher/learner cpus_per_* need {need:g} CPUs, the Ray cluster has {have:g}")
 
 
-def run(cfg: OPDConfig, run_dir: Path, name_prefix: str = "") -> dict:
+def evaluate_before(actors, eval_sets, tokenizer, cfg: OPDConfig, run_dir: Path) -> dict:
+    """Teacher and initial-student accuracy, measured once per run directory (a resume reuses them)."""
+    cache = run_dir / "eval_before.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    timeout = cfg.pipeline.rollout_timeout_s
+    result = {"teacher": evaluate(actors.teachers, eval_sets, tokenizer, timeout),
+              "student": evaluate(actors.rollouts, eval_sets, tokenizer, timeout)}
+    cache.write_text(json.dumps(result) + "\n")
+    return result
+
+
+def run(cfg: OPDConfig, run_dir: Path, resume_from: Path | None = None, name_prefix: str = "") -> dict:
     t_start = time.time()
     tokenizer = load_tokenizer(cfg.model.student, cfg.model.trust_remote_code)
     stream = PromptStream(lab_train_prompts(cfg.data, cfg.run.seed), cfg.data.samples_per_prompt, cfg.run.seed)
     eval_sets = lab_eval_prompts(cfg.data.eval_size)
+    ckpt = CheckpointDir(run_dir / "checkpoints", cfg.ckpt.keep_last)
+    for partial in ckpt.clean_partial():
+        print(f"[opd] removed the partial checkpoint {partial} (a crash interrupted it)", flush=True)
     check_cluster_cpus(cfg)
     actors = create_actors(cfg, name_prefix)
     controller.get(actors.ready_refs(), cfg.pipeline.startup_timeout_s, "startup")
-    timeout = cfg.pipeline.rollout_timeout_s
-    teacher_acc = evaluate(actors.teachers, eval_sets, tokenizer, timeout)
-    before = evaluate(actors.rollouts, eval_sets, tokenizer, timeout)
+    ev = evaluate_before(actors, eval_sets, tokenizer, cfg, run_dir)
+    before, teacher_acc = ev["student"], ev["teacher"]
     print(f"[opd] before: student hard {before['hard']:.3f} easy {before['easy']:.3f} | "
           f"teacher hard {teacher_acc['hard']:.3f} easy {teacher_acc['easy']:.3f}", flush=True)
+    state = controller.LoopState()
+    if resume_from is not None:
+        resume.restore(actors, resume_from, state, stream, cfg, controller.get)
+        controller.sync_weights(actors, state.policy_version, cfg)  # engines serve the restored version
+        print(f"[opd] resumed from {resume_from} at step {state.step} (policy v{state.policy_version})", flush=True)
     sink = MetricsSink(run_dir)
     t_train = time.time()
-    state = controller.train(actors, stream, tokenizer, cfg, sink, controller.LoopState())
+    state = controller.train(actors, stream, tokenizer, cfg, sink, state, ckpt)
     train_s = time.time() - t_train
-    after = evaluate(actors.rollouts, eval_sets, tokenizer, timeout)
-    export_dir = run_dir / "checkpoints" / "final"
-    controller.get(actors.learners.save_pretrained_refs(str(export_dir), cfg.model.student),
-                   cfg.pipeline.learner_timeout_s, "learner")
+    after = evaluate(actors.rollouts, eval_sets, tokenizer, cfg.pipeline.rollout_timeout_s)
+    final = ckpt.latest()
+    if final is None or final.name != f"step_{state.step}":
+        final = resume.save_checkpoint(actors, state, stream, ckpt, cfg, controller.get)
+    export_dir = final / "hf" if cfg.ckpt.export_hf else None
     summary = {
         "student_before": before["hard"], "student_after": after["hard"], "teacher": teacher_acc["hard"],
         "gap_recovery": gap_recovery(before["hard"], after["hard"], teacher_acc["hard"]),
@@ -80,7 +114,7 @@ def run(cfg: OPDConfig, run_dir: Path, name_prefix: str = "") -> dict:
         "steps": state.step, "trajectories": len(state.consumed), "refused_stale": state.refused_stale,
         "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
         "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
-        "student_export": str(export_dir),
+        "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
     }
     sink.log(state.step, {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)})
     sink.close()
@@ -92,16 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML file, e.g. configs/lab_cpu.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. run.steps=10")
+    parser.add_argument("--resume", metavar="auto|PATH",
+                        help="auto: the newest checkpoint of a run with this run.name; or a run dir / checkpoint")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume even though the config differs from the checkpoint's (differences are printed)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)  # validated before Ray starts
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+        resume_from = find_resume_checkpoint(args.resume, Path(cfg.run.out_dir), cfg.run.name) if args.resume else None
+        if resume_from is not None:
+            check_resume_config(resume_from, cfg, args.allow_config_change)
+    except (ConfigError, ResumeError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    run_dir = make_run_dir(cfg)
+    run_dir = resume_from.parent.parent if resume_from else make_run_dir(cfg)
     print(f"[opd] run directory: {run_dir}", flush=True)
     connect_ray()
-    summary = run(cfg, run_dir)
+    summary = run(cfg, run_dir, resume_from)
     print(f"[opd] hard-set accuracy: student {summary['student_before']:.3f} -> {summary['student_after']:.3f} "
           f"(teacher {summary['teacher']:.3f}); gap recovery {summary['gap_recovery']:.1%}; "
           f"easy {summary['student_easy_before']:.3f} -> {summary['student_easy_after']:.3f}; "

@@ -25,7 +25,7 @@ class RunConfig:
     seed: int = 0
     out_dir: str = "runs"  # each run writes to out_dir/<name>-<timestamp>
     steps: int = 100
-    eval_every: int = 0  # 0: evaluate only before and after
+    fault: str = ""  # test-only fault injection, see opd_ray/faults.py
 
 
 @dataclass
@@ -84,6 +84,7 @@ class LearnerConfig:
     grad_clip: float = 1.0
     cpus_per_rank: float = 1.0
     master_port: int = 0  # 0: pick a free port
+    max_restarts: int = 2  # a dead rank restarts the whole group from the last checkpoint, this many times
 
 
 @dataclass
@@ -98,6 +99,13 @@ class PipelineConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    save_every: int = 0  # steps between resume checkpoints (and HF exports); 0: only at the end
+    keep_last: int = 2
+    export_hf: bool = True  # also write the student as a Hugging Face folder at each checkpoint
+
+
+@dataclass
 class OPDConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -107,6 +115,7 @@ class OPDConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
@@ -148,6 +157,9 @@ def validate(cfg: OPDConfig) -> None:
     _check(cfg.objective.kind in OBJECTIVES, "objective.kind", f"must be one of {OBJECTIVES}, got {cfg.objective.kind!r}")
     _check(cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", f"must be 0-3, got {cfg.learner.zero_stage}")
     _check(cfg.learner.lr > 0, "learner.lr", f"must be > 0, got {cfg.learner.lr}")
+    _check(cfg.ckpt.save_every >= 0, "ckpt.save_every", "must be >= 0")
+    _check(cfg.ckpt.keep_last >= 1, "ckpt.keep_last", "must be >= 1")
+    _check(cfg.learner.max_restarts >= 0, "learner.max_restarts", "must be >= 0")
     _check(cfg.learner.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
     _check(cfg.pipeline.max_staleness >= 0, "pipeline.max_staleness", "must be >= 0")
     _check(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")

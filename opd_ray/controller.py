@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import ray
 from tqdm import tqdm
 
+from opd_ray import resume
+from opd_ray.checkpoint import CheckpointDir
 from opd_ray.config import OPDConfig
 from opd_ray.data import PromptStream
 from opd_ray.metrics import MetricsSink, StageTimer
@@ -21,11 +23,20 @@ class PipelineTimeout(TimeoutError):
 
 
 def get(refs, timeout_s: float, stage: str):
-    """ray.get with the stage's timeout; a hang becomes an error that names the stage."""
-    try:
-        return ray.get(refs, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise PipelineTimeout(f"{stage} did not finish within {timeout_s:.0f} s (pipeline.{stage}_timeout_s)") from None
+    """ray.get with the stage's timeout; a hang becomes an error that names the stage.
+
+    For a list, the first failed ref raises at once: when one learner rank dies, the others block in a
+    collective, and waiting for them in order would hang until the timeout.
+    """
+    if not isinstance(refs, list):
+        return get([refs], timeout_s, stage)[0]
+    deadline, pending = time.monotonic() + timeout_s, list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise PipelineTimeout(f"{stage} did not finish within {timeout_s:.0f} s (pipeline.{stage}_timeout_s)")
+        ray.get(ready)  # raises the remote error, if any
+    return ray.get(refs)
 
 
 @dataclass
@@ -145,16 +156,49 @@ def mark_consumed(state: LoopState, item: InFlight, trained_ids: list[TrajId]) -
 
 
 def train(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, sink: MetricsSink, state: LoopState,
-          on_step=None) -> LoopState:
-    """Run OPD steps until `run.steps`, logging each step and showing a progress bar."""
-    queue = TrajectoryQueue(cfg)
+          ckpt: CheckpointDir | None = None, on_step=None) -> LoopState:
+    """Run OPD steps until `run.steps`, logging each step, checkpointing every `ckpt.save_every` steps.
+
+    If a learner rank dies, the whole group restarts from the last checkpoint (up to learner.max_restarts).
+    """
+    queue, restarts = TrajectoryQueue(cfg), 0
     with tqdm(total=cfg.run.steps, initial=state.step, desc="OPD", unit="step", dynamic_ncols=True) as bar:
         while state.step < cfg.run.steps:
-            metrics = opd_step(state, actors, queue, stream, tokenizer, cfg)
+            try:
+                metrics = opd_step(state, actors, queue, stream, tokenizer, cfg)
+            except ray.exceptions.RayActorError as err:
+                restarts += 1
+                if restarts > cfg.learner.max_restarts or not is_learner_failure(actors, err):
+                    raise
+                queue = TrajectoryQueue(cfg)  # in-flight rollouts belong to the abandoned timeline
+                restart_learners(actors, state, stream, ckpt, cfg)
+                bar.n = state.step
+                continue
             sink.log(state.step, metrics)
             bar.update(1)
             bar.set_postfix(kl=f"{metrics['reverse_kl']:.3f}", overlap=f"{metrics['overlap_ratio']:.3f}",
                             tok_s=f"{metrics['tokens_per_s']:.0f}")
+            if ckpt is not None and cfg.ckpt.save_every and state.step % cfg.ckpt.save_every == 0:
+                resume.save_checkpoint(actors, state, stream, ckpt, cfg, get)
             if on_step is not None:
                 on_step(state, metrics)
     return state
+
+
+def is_learner_failure(actors, err: ray.exceptions.RayActorError) -> bool:
+    return err.actor_id in {rank._actor_id.hex() for rank in actors.learners.ranks}
+
+
+def restart_learners(actors, state: LoopState, stream: PromptStream, ckpt: CheckpointDir | None,
+                     cfg: OPDConfig) -> None:
+    """New learner group; load the last checkpoint (or start over); re-sync weights before any rollout."""
+    actors.learners = actors.learners.restarted()
+    get(actors.learners.ready_refs(), cfg.pipeline.startup_timeout_s, "startup")
+    latest = ckpt.latest() if ckpt is not None else None
+    if latest is None:
+        resume.reset(state, stream)
+    else:
+        resume.restore(actors, latest, state, stream, cfg, get)
+    print(f"[opd] learner group restarted (generation {actors.learners.generation}) from "
+          f"{latest or 'the initial weights'} at step {state.step}", flush=True)
+    sync_weights(actors, state.policy_version, cfg)

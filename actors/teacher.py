@@ -5,16 +5,23 @@ import ray
 
 from opd_ray.config import OPDConfig
 from opd_ray.runtime import limit_threads
-from opd_ray.teacher import HFTeacher
 
 
 @ray.remote
 class TeacherServer:
     def __init__(self, cfg: OPDConfig):
         limit_threads(cfg.teacher.cpus_per_server)
-        self.teacher = HFTeacher(cfg.model.teacher, top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
-                                 max_new_tokens=cfg.rollout.max_new_tokens,
-                                 trust_remote_code=cfg.model.trust_remote_code)
+        kwargs = dict(top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
+                      max_new_tokens=cfg.rollout.max_new_tokens, trust_remote_code=cfg.model.trust_remote_code)
+        if cfg.teacher.backend == "vllm":
+            from opd_ray.vllm_backend import VLLMTeacher
+
+            self.teacher = VLLMTeacher(cfg.model.teacher, max_model_len=cfg.data.max_prompt_tokens
+                                       + cfg.rollout.max_new_tokens, **kwargs)
+        else:
+            from opd_ray.teacher import HFTeacher
+
+            self.teacher = HFTeacher(cfg.model.teacher, **kwargs)
 
     def ready(self) -> bool:
         return True

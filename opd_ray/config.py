@@ -4,6 +4,7 @@ Every error names the offending field, e.g. `objective.k: must be >= 1, got 0`.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVES = ("sampled_token", "student_topk")
+BACKENDS = ("hf", "vllm")
 
 
 class ConfigError(ValueError):
@@ -50,7 +52,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = "hf"
+    backend: str = "hf"  # "hf" or "vllm"
     num_engines: int = 1
     max_new_tokens: int = 56
     temperature: float = 1.0  # student log-probs are taken at this temperature too
@@ -59,7 +61,7 @@ class RolloutConfig:
 
 @dataclass
 class TeacherConfig:
-    backend: str = "hf"
+    backend: str = "hf"  # "hf" or "vllm" (full-vocabulary prompt_logprobs)
     num_servers: int = 1
     temperature: float = 1.0  # teacher logits are divided by this before log_softmax
     cpus_per_server: float = 1.0
@@ -165,8 +167,11 @@ def validate(cfg: OPDConfig) -> None:
     _check(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
     _check(cfg.teacher.temperature > 0, "teacher.temperature", "must be > 0")
     _check(0.0 <= cfg.data.easy_mix < 1.0, "data.easy_mix", f"must be in [0, 1), got {cfg.data.easy_mix}")
-    _check(cfg.rollout.backend == "hf", "rollout.backend", f"only 'hf' is available, got {cfg.rollout.backend!r}")
-    _check(cfg.teacher.backend == "hf", "teacher.backend", f"only 'hf' is available, got {cfg.teacher.backend!r}")
+    for role in ("rollout", "teacher"):
+        backend = getattr(cfg, role).backend
+        _check(backend in BACKENDS, f"{role}.backend", f"must be one of {BACKENDS}, got {backend!r}")
+        _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
+               "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
     _check(cfg.data.task == "lab_arith", "data.task", f"only 'lab_arith' is available, got {cfg.data.task!r}")
     rows = cfg.data.prompts_per_step * cfg.data.samples_per_prompt
     _check(rows >= cfg.learner.num_ranks, "learner.num_ranks",

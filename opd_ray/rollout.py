@@ -21,7 +21,7 @@ class HFRollout:
         self.model = load_model(model_path, trust_remote_code)
         self.tokenizer = load_tokenizer(model_path, trust_remote_code)
         self.max_new_tokens, self.temperature, self.top_k, self.run_seed = max_new_tokens, temperature, top_k, run_seed
-        self.policy_version = 0
+        self.policy_version: int | None = 0  # None: stale (a sync failed or is in progress)
 
     def generate(self, prompts: list[list[int]], traj_ids: list[TrajId], policy_version: int) -> TrajectoryBatch:
         """Sample one response per prompt; refuses to sample from weights other than `policy_version`."""
@@ -48,6 +48,8 @@ class HFRollout:
         return decode_responses(tok, out)
 
     def load_weights(self, state_dict: dict[str, np.ndarray], policy_version: int) -> int:
+        """Load new weights; the engine is stale (refuses to sample) until this succeeds."""
+        self.policy_version = None
         tensors = {k: torch.tensor(v) for k, v in state_dict.items()}
         missing, unexpected = self.model.load_state_dict(tensors, strict=False)
         if unexpected or [k for k in missing if k != "lm_head.weight"]:  # lm_head may be tied to the embedding

@@ -1,0 +1,170 @@
+"""vLLM backends for the student rollout engine and the teacher, with the HF backends' interfaces and schema.
+
+The engine runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) inside the Ray actor, so weights can be
+reloaded in place: `collective_rpc("reload_weights", weights_iterator=...)` works on CPU (where the model's
+own `load_weights` fails: CPU linear layers prepack and drop the original weights) and on GPU alike.
+
+Log-prob conventions, matched to the HF backends:
+- rollout: `logprobs_mode="processed_logprobs"`, i.e. log-probs of the distribution actually sampled from
+  (after temperature); top-k = the k best entries of that distribution;
+- teacher: `prompt_logprobs=-1` (full vocabulary) over prompt+response, so the teacher's log-prob at any id
+  (the sampled token, the student's top-k) and its entropy are exact. The full vocabulary costs O(R·V) per
+  row; fine for the lab (V=18), heavy for V≈150k (a known limit, see docs/vllm.md).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from opd_ray.diagnostics import entropy_BR  # noqa: E402
+from opd_ray.hf_models import load_tokenizer  # noqa: E402
+from opd_ray.rollout import StaleEngineError  # noqa: E402
+from opd_ray.sampling import left_pad, trajectory_seed  # noqa: E402
+from opd_ray.scoring import to_f32  # noqa: E402
+from opd_ray.trajectory import TrajectoryBatch, TrajId  # noqa: E402
+
+
+def make_llm(model_path: str, max_model_len: int, seed: int, trust_remote_code: bool, logprobs_mode: str):
+    from vllm import LLM
+
+    return LLM(model=model_path, dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=seed,
+               trust_remote_code=trust_remote_code, logprobs_mode=logprobs_mode, max_num_seqs=256)
+
+
+def tokens_prompts(prompts: list[list[int]]):
+    from vllm.inputs import TokensPrompt
+
+    return [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+
+
+class VLLMRollout:
+    def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float, top_k: int, run_seed: int,
+                 max_model_len: int = 128, trust_remote_code: bool = False):
+        self.llm = make_llm(model_path, max_model_len, run_seed, trust_remote_code, "processed_logprobs")
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
+        self.max_new_tokens, self.temperature, self.top_k, self.run_seed = max_new_tokens, temperature, top_k, run_seed
+        self.policy_version: int | None = 0  # None: stale (a sync failed or is in progress)
+        self.shapes = checkpoint_shapes(model_path)
+
+    def generate(self, prompts: list[list[int]], traj_ids: list[TrajId], policy_version: int) -> TrajectoryBatch:
+        from vllm import SamplingParams
+
+        if self.policy_version != policy_version:
+            raise StaleEngineError(f"engine serves v{self.policy_version}, asked for v{policy_version}")
+        t0 = time.perf_counter()
+        params = [SamplingParams(temperature=self.temperature, top_p=1.0, top_k=-1, max_tokens=self.max_new_tokens,
+                                 logprobs=self.top_k, seed=trajectory_seed(self.run_seed, t, policy_version))
+                  for t in traj_ids]
+        outs = self.llm.generate(tokens_prompts(prompts), params, use_tqdm=False)
+        width = max(len(o.outputs[0].token_ids) for o in outs)
+        B, K = len(outs), self.top_k
+        ids = np.full((B, width), self.tokenizer.pad_token_id, np.int32)
+        mask = np.zeros((B, width), bool)
+        logp = np.zeros((B, width), np.float32)
+        topk_ids = np.zeros((B, width, K), np.int32)
+        topk_logp = np.full((B, width, K), -np.inf, np.float32)
+        for b, out in enumerate(outs):
+            completion = out.outputs[0]
+            for r, (token, entries) in enumerate(zip(completion.token_ids, completion.logprobs)):
+                ids[b, r], mask[b, r], logp[b, r] = token, True, entries[token].logprob
+                best = sorted(entries.items(), key=lambda kv: kv[1].rank)[:K]
+                topk_ids[b, r, : len(best)] = [t for t, _ in best]
+                topk_logp[b, r, : len(best)] = [e.logprob for _, e in best]
+        prompt_ids, prompt_mask = left_pad(prompts, self.tokenizer.pad_token_id)
+        return TrajectoryBatch(
+            traj_ids=list(traj_ids), policy_version=policy_version,
+            prompt_ids_BP=prompt_ids.numpy().astype(np.int32), prompt_mask_BP=prompt_mask.numpy().astype(bool),
+            response_ids_BR=ids, response_mask_BR=mask, student_logp_BR=logp, student_topk_ids_BRK=topk_ids,
+            student_topk_logp_BRK=topk_logp, stage_s={"rollout": time.perf_counter() - t0})
+
+    def greedy(self, prompts: list[list[int]]) -> list[str]:
+        from vllm import SamplingParams
+
+        outs = self.llm.generate(tokens_prompts(prompts), SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens),
+                                 use_tqdm=False)
+        return [self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outs]
+
+    def load_weights(self, state_dict: dict[str, np.ndarray], policy_version: int) -> int:
+        """In-place reload; the engine is stale (refuses to sample) until a reload succeeds."""
+        self.policy_version = None
+        # Validate before touching the engine: a reload that fails half-way leaves vLLM's model unusable.
+        wrong = {k: tuple(v.shape) for k, v in state_dict.items() if self.shapes.get(k, tuple(v.shape)) != v.shape}
+        unknown = sorted(set(state_dict) - set(self.shapes) - {"lm_head.weight"})
+        if wrong or unknown:
+            raise ValueError(f"weight sync refused: wrong shapes {wrong}, unknown names {unknown}")
+        weights = [(name, torch.tensor(value)) for name, value in state_dict.items()]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self.policy_version = policy_version
+        return policy_version
+
+
+def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the checkpoint's safetensors headers (no weights are read)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in Path(model_path).glob("*.safetensors"):
+        with safe_open(file, framework="pt") as f:
+            for name in f.keys():
+                shapes[name] = tuple(f.get_slice(name).get_shape())
+    return shapes
+
+
+class VLLMTeacher:
+    def __init__(self, model_path: str, *, top_k: int, temperature: float, max_new_tokens: int,
+                 max_model_len: int = 128, trust_remote_code: bool = False):
+        self.llm = make_llm(model_path, max_model_len, 0, trust_remote_code, "raw_logprobs")
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
+        self.vocab = self.llm.llm_engine.model_config.get_vocab_size()
+        self.top_k, self.temperature, self.max_new_tokens = top_k, temperature, max_new_tokens
+
+    def full_logp_BRV(self, batch: TrajectoryBatch) -> torch.Tensor:
+        """Teacher log-probs over the whole vocabulary at every response position (-inf on padding)."""
+        from vllm import SamplingParams
+
+        rows = []
+        for b in range(len(batch)):
+            prompt = batch.prompt_ids_BP[b][batch.prompt_mask_BP[b]].tolist()
+            response = batch.response_ids_BR[b][batch.response_mask_BR[b]].tolist()
+            rows.append((prompt, response))
+        outs = self.llm.generate(tokens_prompts([p + r for p, r in rows]),
+                                 SamplingParams(max_tokens=1, prompt_logprobs=-1), use_tqdm=False)
+        logp = torch.full((len(rows), batch.response_ids_BR.shape[1], self.vocab), -np.inf, dtype=torch.float64)
+        for b, ((prompt, response), out) in enumerate(zip(rows, outs)):
+            for r in range(len(response)):
+                for token, entry in out.prompt_logprobs[len(prompt) + r].items():
+                    logp[b, r, token] = entry.logprob
+        # temperature on a full distribution is exact: log_softmax(logp / T) == log_softmax(logits / T)
+        return torch.log_softmax(logp / self.temperature, dim=-1).float()
+
+    def score(self, batch: TrajectoryBatch) -> TrajectoryBatch:
+        t0 = time.perf_counter()
+        logp_BRV = self.full_logp_BRV(batch)
+        valid = torch.as_tensor(batch.response_mask_BR)
+        safe_BRV = torch.where(valid[..., None], logp_BRV, torch.zeros_like(logp_BRV))  # padding: no NaN
+        top_logp, top_ids = safe_BRV.topk(min(self.top_k, self.vocab), dim=-1)
+        gather = lambda ids: safe_BRV.gather(-1, torch.as_tensor(ids).long())  # noqa: E731
+        return batch.with_teacher(
+            teacher_logp_BR=to_f32(gather(batch.response_ids_BR[..., None])[..., 0]),
+            teacher_logp_at_student_topk_BRK=to_f32(gather(batch.student_topk_ids_BRK)),
+            teacher_topk_ids_BRK=top_ids.to(torch.int32).numpy(),
+            teacher_topk_logp_BRK=top_logp.numpy().astype(np.float16),
+            teacher_entropy_BR=(entropy_BR(logp_BRV.double()).nan_to_num(0.0) * valid).numpy().astype(np.float16),
+            stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0},
+        )
+
+    def greedy(self, prompts: list[list[int]]) -> list[str]:
+        from vllm import SamplingParams
+
+        outs = self.llm.generate(tokens_prompts(prompts), SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens),
+                                 use_tqdm=False)
+        return [self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outs]

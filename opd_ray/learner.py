@@ -69,30 +69,35 @@ class DeepSpeedLearner:
         batch = concat(batches)
         n_tokens_global = float(batch.response_mask_BR.sum())
         shard = batch.rows(slice(self.rank, None, self.world_size))
-        mask_BR = torch.as_tensor(shard.response_mask_BR).float()
+        mask_BR = torch.as_tensor(shard.response_mask_BR).float().to(self.engine.device)
         logits_BRV = response_logits(self.engine.module, shard.prompt_ids_BP, shard.prompt_mask_BP,
                                      shard.response_ids_BR, shard.response_mask_BR)
         logp_BRV = torch.log_softmax(logits_BRV / self.temperature, dim=-1)
         loss_BR = self.per_token_loss(logp_BRV, shard)
         loss = obj.token_mean(loss_BR, mask_BR, n_tokens_global) * self.world_size
+        if not torch.isfinite(loss):  # DESIGN invariant 7: report, never let DeepSpeed skip the step silently
+            bad = int((~torch.isfinite(loss_BR) & mask_BR.bool()).sum())
+            raise FloatingPointError(f"non-finite OPD loss at optimizer step {self.optimizer_steps + 1}: "
+                                     f"{bad} valid tokens have NaN/inf per-token loss")
         self.engine.backward(loss)
         self.engine.step()
         self.optimizer_steps += 1
         with torch.no_grad():
             metrics = shard_metric_sums(shard, logp_BRV, mask_BR)
-        metrics["loss_sum"] = float((loss_BR.detach() * mask_BR).sum())
+        metrics["loss_sum"] = float(obj.token_mean(loss_BR.detach(), mask_BR, 1.0))
         metrics["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         return {"sums": metrics, "traj_ids": shard.traj_ids, "stage_s": stage_seconds(batches)}
 
     def per_token_loss(self, logp_BRV: torch.Tensor, shard: TrajectoryBatch) -> torch.Tensor:
-        o = self.objective
+        o, dev = self.objective, logp_BRV.device
         if o.kind == "sampled_token":
-            old_BR = torch.as_tensor(shard.student_logp_BR)
-            adv_BR = obj.sampled_token_advantage(old_BR, torch.as_tensor(shard.teacher_logp_BR))
+            old_BR = torch.as_tensor(shard.student_logp_BR, device=dev)
+            adv_BR = obj.sampled_token_advantage(old_BR, torch.as_tensor(shard.teacher_logp_BR, device=dev))
             new_BR = gather_BR(logp_BRV, shard.response_ids_BR)
             return obj.ppo_clipped_loss(new_BR, old_BR, adv_BR, o.clip_low, o.clip_high, o.dual_clip)
-        old_BRK = torch.as_tensor(shard.student_topk_logp_BRK)
-        adv_BRK = obj.student_topk_advantage(old_BRK, torch.as_tensor(shard.teacher_logp_at_student_topk_BRK))
+        old_BRK = torch.as_tensor(shard.student_topk_logp_BRK, device=dev)
+        adv_BRK = obj.student_topk_advantage(old_BRK, torch.as_tensor(shard.teacher_logp_at_student_topk_BRK,
+                                                                      device=dev))
         new_BRK = gather_BRK(logp_BRV, shard.student_topk_ids_BRK)
         return obj.ppo_clipped_loss(new_BRK, old_BRK, adv_BRK, o.clip_low, o.clip_high, o.dual_clip).sum(-1)
 
@@ -155,7 +160,7 @@ def shard_metric_sums(shard: TrajectoryBatch, logp_BRV: torch.Tensor, mask_BR: t
         "overlap_ratio": diag.overlap_ratio_BR(s_ids, t_ids),
         "overlap_mass_student": diag.overlap_mass_BR(s_ids, shard.student_topk_logp_BRK, t_ids),
         "overlap_mass_teacher": diag.overlap_mass_BR(t_ids, shard.teacher_topk_logp_BRK, s_ids),
-        "entropy_student": diag.entropy_BR(logp_BRV).numpy(),
+        "entropy_student": diag.entropy_BR(logp_BRV).cpu().numpy(),
         "entropy_teacher": shard.teacher_entropy_BR.astype(np.float32),
     }
     sums = {name: float((values * m).sum()) for name, values in per_token.items()}

@@ -35,5 +35,8 @@ def ppo_clipped_loss(new_logp: torch.Tensor, old_logp: torch.Tensor, advantage: 
 
 
 def token_mean(loss_BR: torch.Tensor, mask_BR: torch.Tensor, n_tokens: float) -> torch.Tensor:
-    """Sum of per-token losses over valid tokens, divided by `n_tokens` (the global count across ranks)."""
-    return (loss_BR * mask_BR).sum() / max(n_tokens, 1.0)
+    """Sum of per-token losses over valid tokens, divided by `n_tokens` (the global count across ranks).
+
+    Padding is selected away (not multiplied by 0, which would turn a NaN in padding into a NaN loss).
+    """
+    return torch.where(mask_BR.bool(), loss_BR, torch.zeros_like(loss_BR)).sum() / max(n_tokens, 1.0)

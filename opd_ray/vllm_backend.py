@@ -18,6 +18,7 @@ import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # otherwise every weight reload logs three lines
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -68,7 +69,7 @@ class VLLMRollout:
         mask = np.zeros((B, width), bool)
         logp = np.zeros((B, width), np.float32)
         topk_ids = np.zeros((B, width, K), np.int32)
-        topk_logp = np.full((B, width, K), -np.inf, np.float32)
+        topk_logp = np.zeros((B, width, K), np.float32)  # padding: finite, like the HF backend
         for b, out in enumerate(outs):
             completion = out.outputs[0]
             for r, (token, entries) in enumerate(zip(completion.token_ids, completion.logprobs)):

@@ -92,3 +92,15 @@ def test_opd_steps_with_vllm_engines(ray_cluster, tiny_lab, tmp_path):
     assert state.step == 2 and len(state.consumed) == 16
     assert ray.get(actors.rollouts[0].policy_version.remote()) == 2
     assert all(math.isfinite(m["loss"]) and math.isfinite(m["overlap_ratio"]) for m in seen)
+
+    # the learner's HF export loads in transformers and in vLLM, and both decode the same greedy tokens
+    from opd_ray.lab.task import sample_problems
+    from opd_ray.rollout import HFRollout
+    from opd_ray.vllm_backend import VLLMRollout
+
+    export = tmp_path / "export"
+    controller.get(actors.learners.save_pretrained_refs(str(export), str(tiny_lab / "student")), 120, "learner")
+    kw = dict(max_new_tokens=16, temperature=1.0, top_k=4, run_seed=0)
+    hf, vl = HFRollout(str(export), **kw), VLLMRollout(str(export), **kw)
+    prompts = [hf.tokenizer(p.prompt)["input_ids"] for p in sample_problems(3, 16, (2, 5))]
+    assert hf.greedy(prompts) == vl.greedy(prompts)

@@ -79,3 +79,8 @@ def test_zero_advantage_when_teacher_equals_student():
 def test_all_tokens_masked_gives_zero_loss_not_nan():
     loss = obj.token_mean(torch.ones(2, 3), torch.zeros(2, 3), 0.0)
     assert loss.item() == 0.0
+
+
+def test_nan_in_padding_does_not_poison_the_loss():
+    loss = torch.tensor([[1.0, float("nan")]])
+    assert obj.token_mean(loss, torch.tensor([[1.0, 0.0]]), 1.0).item() == 1.0

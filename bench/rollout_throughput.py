@@ -2,7 +2,7 @@
 
     make bench            (in .venv-vllm)   -> bench/results/rollout_throughput.json
 
-Two models: the lab student (0.64M parameters, 18-token vocabulary) and a random-init Llama of ~60M
+Two models: the lab student (0.64M parameters, 18-token vocabulary) and a random-init Llama of ~81M
 parameters (hidden 768, 8 layers, 32k vocabulary). Each backend samples `batch` prompts × `new_tokens`
 tokens (EOS ignored, so both generate the same number of tokens); tokens/s is the median of `repeats` runs
 after one warm-up.
@@ -60,7 +60,7 @@ def time_vllm(path: Path, prompts, new_tokens: int, repeats: int) -> list[float]
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=str(path), dtype="float32", max_model_len=256, enforce_eager=True, seed=0,
+    llm = LLM(model=str(path), dtype="float32", max_model_len=128, enforce_eager=True, seed=0,
               logprobs_mode="processed_logprobs", max_num_seqs=256)
     reqs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     params = [SamplingParams(temperature=1.0, max_tokens=new_tokens, ignore_eos=True, logprobs=4, seed=i)
@@ -93,7 +93,7 @@ def main() -> None:
                            "torch_threads": torch.get_num_threads()},
                "batch": args.batch, "new_tokens": args.new_tokens, "repeats": args.repeats, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        models = {"lab_student_0.64M": lab, "random_llama_60M": random_llama(Path(tmp) / "llama60m")}
+        models = {"lab_student_0.64M": lab, "random_llama_81M": random_llama(Path(tmp) / "llama81m")}
         for name, path in models.items():
             from opd_ray.hf_models import load_model
 

@@ -71,7 +71,7 @@ class Actors:
 def create_actors(cfg: OPDConfig, name_prefix: str = "") -> Actors:
     """Start every actor (the caller waits for `ready_refs()` with a timeout)."""
     rollouts = [
-        RolloutEngine.options(name=f"{name_prefix}rollout-{i}", num_cpus=cfg.rollout.cpus_per_engine).remote(cfg)
+        RolloutEngine.options(name=f"{name_prefix}rollout-{i}", num_cpus=cfg.rollout.cpus_per_engine).remote(cfg, i)
         for i in range(cfg.rollout.num_engines)
     ]
     teachers = [

@@ -4,13 +4,15 @@ from __future__ import annotations
 import ray
 
 from opd_ray.config import OPDConfig
+from opd_ray.faults import maybe_fault
 from opd_ray.runtime import limit_threads
 
 
 @ray.remote
 class RolloutEngine:
-    def __init__(self, cfg: OPDConfig):
+    def __init__(self, cfg: OPDConfig, index: int = 0):
         limit_threads(cfg.rollout.cpus_per_engine)
+        self.index, self.fault = index, cfg.run.fault
         kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                       top_k=cfg.objective.k, run_seed=cfg.run.seed, trust_remote_code=cfg.model.trust_remote_code)
         if cfg.rollout.backend == "vllm":
@@ -30,6 +32,8 @@ class RolloutEngine:
         return self.engine.greedy(prompts)
 
     def load_weights(self, state_dict, policy_version):
+        self.engine.policy_version = None  # stale from here until the load succeeds
+        maybe_fault(self.fault, "rollout_sync", engine=self.index, version=policy_version)
         return self.engine.load_weights(state_dict, policy_version)
 
     def policy_version(self) -> int:

@@ -53,6 +53,8 @@ class LoopState:
     step: int = 0
     consumed: set[TrajId] = field(default_factory=set)
     refused_stale: int = 0
+    stale_engines: set[int] = field(default_factory=set)  # engines whose last sync failed or timed out
+    failed_syncs: int = 0
 
 
 class TrajectoryQueue:
@@ -80,12 +82,14 @@ class TrajectoryQueue:
         return None
 
 
-def launch_rollouts(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, version: int) -> InFlight:
-    """Split the next prompts across engines, chain each shard into a teacher; nothing waits here."""
+def launch_rollouts(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, version: int,
+                    stale: set[int] = frozenset()) -> InFlight:
+    """Split the next prompts across the up-to-date engines, chain each shard into a teacher; nothing waits."""
     items = stream.next_batch(cfg.data.prompts_per_step)
-    n_engines = len(actors.rollouts)
+    engines = [e for i, e in enumerate(actors.rollouts) if i not in stale]
+    n_engines = len(engines)
     scored = []
-    for e, engine in enumerate(actors.rollouts):
+    for e, engine in enumerate(engines):
         shard = items[e::n_engines]
         if not shard:
             continue
@@ -95,13 +99,38 @@ def launch_rollouts(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, ver
     return InFlight(scored, [i for e in range(n_engines) for i in items[e::n_engines]], version)
 
 
-def sync_weights(actors, version: int, cfg: OPDConfig) -> None:
-    """Push the learner's weights (one object-store copy) to every engine; each confirms the new version."""
+def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None = None) -> None:
+    """Push the learner's weights (one object-store copy) to every engine; each confirms the new version.
+
+    With a `state`, an engine that fails or misses `pipeline.sync_timeout_s` is marked stale: it gets no
+    rollouts until a later sync reaches it (engines refuse to sample while their own sync is incomplete).
+    Without one (start-up, resume), every engine must confirm.
+    """
     weights_ref, extra_refs = actors.learners.weights_ref()
-    served = get([e.load_weights.remote(weights_ref, version) for e in actors.rollouts] + extra_refs,
-                 cfg.pipeline.sync_timeout_s, "sync")
-    if served[: len(actors.rollouts)] != [version] * len(actors.rollouts):
-        raise RuntimeError(f"weight sync: engines report versions {served}, expected {version}")
+    load_refs = [e.load_weights.remote(weights_ref, version) for e in actors.rollouts]
+    get(extra_refs, cfg.pipeline.sync_timeout_s, "sync")  # ZeRO-3: the other ranks' share of the gather
+    if state is None:
+        served = get(load_refs, cfg.pipeline.sync_timeout_s, "sync")
+        if served != [version] * len(actors.rollouts):
+            raise RuntimeError(f"weight sync: engines report versions {served}, expected {version}")
+        return
+    ray.wait(load_refs, num_returns=len(load_refs), timeout=cfg.pipeline.sync_timeout_s)
+    state.stale_engines = {i for i, ref in enumerate(load_refs) if not synced(ref, version)}
+    state.failed_syncs += len(state.stale_engines)
+    if len(state.stale_engines) == len(actors.rollouts):
+        raise PipelineTimeout(f"no rollout engine confirmed weights v{version} within "
+                              f"{cfg.pipeline.sync_timeout_s:.0f} s (pipeline.sync_timeout_s)")
+
+
+def synced(ref, version: int) -> bool:
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        return False
+    try:
+        return ray.get(ref) == version
+    except ray.exceptions.RayError as err:
+        print(f"[opd] weight sync failed on an engine, marked stale: {err}", flush=True)
+        return False
 
 
 def reduce_rank_results(results: list[dict]) -> tuple[dict[str, float], list[TrajId], dict[str, float]]:
@@ -121,7 +150,7 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
     p, timer, t0 = cfg.pipeline, StageTimer(), time.perf_counter()
     with timer("wait_trajectories"):
         while queue.has_room():  # keep up to max_staleness + 1 batches in flight
-            queue.put(launch_rollouts(actors, stream, tokenizer, cfg, state.policy_version))
+            queue.put(launch_rollouts(actors, stream, tokenizer, cfg, state.policy_version, state.stale_engines))
         item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
         get(item.scored_refs, p.rollout_timeout_s + p.teacher_timeout_s, "rollout")
     with timer("learner"):
@@ -131,11 +160,12 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
     state.policy_version += 1
     state.step += 1
     with timer("sync"):
-        sync_weights(actors, state.policy_version, cfg)
+        sync_weights(actors, state.policy_version, cfg, state)
     wall = time.perf_counter() - t0
     metrics.update({f"time/{k}_s": v for k, v in {**stage_s, **timer.seconds, "step": wall}.items()})
     metrics.update(tokens_per_s=metrics["tokens"] / wall, policy_version=state.policy_version,
-                   staleness=state.policy_version - 1 - item.policy_version, refused_stale=state.refused_stale)
+                   staleness=state.policy_version - 1 - item.policy_version, refused_stale=state.refused_stale,
+                   engines_fresh=len(actors.rollouts) - len(state.stale_engines), failed_syncs=state.failed_syncs)
     return metrics
 
 

@@ -47,12 +47,17 @@ def time_hf(path: Path, prompts, new_tokens: int, repeats: int) -> list[float]:
     eos = -1  # never matches: every row generates `new_tokens` tokens, like vLLM's ignore_eos
     run = lambda: sample(model, prompts, max_new_tokens=new_tokens, eos_id=eos, pad_id=0,  # noqa: E731
                          seeds=list(range(len(prompts))), top_k=4)
+    return rates_of(run, len(prompts) * new_tokens, repeats)
+
+
+def rates_of(run, tokens: int, repeats: int) -> list[float]:
+    """Tokens/s of `repeats` timed calls of `run`, after one warm-up call."""
     run()
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         run()
-        rates.append(len(prompts) * new_tokens / (time.perf_counter() - t0))
+        rates.append(tokens / (time.perf_counter() - t0))
     return rates
 
 
@@ -65,15 +70,7 @@ def time_vllm(path: Path, prompts, new_tokens: int, repeats: int) -> list[float]
     reqs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     params = [SamplingParams(temperature=1.0, max_tokens=new_tokens, ignore_eos=True, logprobs=4, seed=i)
               for i in range(len(prompts))]
-    run = lambda: llm.generate(reqs, params, use_tqdm=False)  # noqa: E731
-    run()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        rates.append(len(prompts) * new_tokens / (time.perf_counter() - t0))
-    del llm
-    return rates
+    return rates_of(lambda: llm.generate(reqs, params, use_tqdm=False), len(prompts) * new_tokens, repeats)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ averages over valid tokens. Top-k log-probs are full-vocabulary normalised.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def overlap_count_BR(student_ids_BRK: np.ndarray, teacher_ids_BRK: np.ndarray) -> np.ndarray:
@@ -24,7 +25,7 @@ def overlap_mass_BR(ids_BRK: np.ndarray, logp_BRK: np.ndarray, other_ids_BRK: np
     return (np.exp(logp_BRK.astype(np.float64)) * shared_BRK).sum(-1)
 
 
-def entropy_BR(logp_BRV) -> "torch.Tensor":  # noqa: F821 - works on torch tensors
+def entropy_BR(logp_BRV: torch.Tensor) -> torch.Tensor:
     """Shannon entropy of each position's full distribution."""
     return -(logp_BRV.exp() * logp_BRV).sum(-1)
 

@@ -1,6 +1,7 @@
 """Loading students and teachers through the same `from_pretrained` path a real checkpoint uses."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -17,6 +18,6 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def state_dict_numpy(model) -> dict[str, "np.ndarray"]:  # noqa: F821
+def state_dict_numpy(model) -> dict[str, np.ndarray]:
     """A CPU copy of the weights, as plain arrays (cheap to put in Ray's object store)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}

@@ -7,33 +7,20 @@ import math
 
 import numpy as np
 import pytest
+import ray
 
-from opd_ray.config import load_config
-from tests.opd_ray.test_config import LAB_CFG
+from opd_ray import controller
+from opd_ray.data import lab_train_prompts
+from opd_ray.hf_models import load_model, state_dict_numpy
+from tests.actors.loop import tiny_cfg, train_with_actors
 
 
 def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
-    import ray
+    cfg = tiny_cfg(tiny_lab, "run.steps=3", "data.prompts_per_step=8", "data.samples_per_prompt=2",
+                   "learner.num_ranks=2", "learner.cpus_per_rank=0.5")
+    initial = state_dict_numpy(load_model(str(tiny_lab / "student")))  # what the engines start from
 
-    from actors.group import create_actors
-    from opd_ray import controller
-    from opd_ray.data import PromptStream, lab_train_prompts
-    from opd_ray.hf_models import load_tokenizer
-    from opd_ray.metrics import MetricsSink
-
-    cfg = load_config(LAB_CFG, [
-        f"model.student={tiny_lab / 'student'}", f"model.teacher={tiny_lab / 'teacher'}", "run.steps=3",
-        "data.prompts_per_step=8", "data.samples_per_prompt=2", "learner.num_ranks=2", "learner.cpus_per_rank=0.5",
-        "learner.lr=1e-2", "rollout.max_new_tokens=16",
-    ])
-    actors = create_actors(cfg, name_prefix="it-")
-    controller.get(actors.ready_refs(), 600, "startup")
-    tokenizer = load_tokenizer(cfg.model.student)
-    stream = PromptStream(lab_train_prompts(cfg.data, 0)[:12], cfg.data.samples_per_prompt, 0)  # > 1 epoch
-    initial = ray.get(actors.rollouts[0].state_dict.remote())
-    seen = []
-
-    def check(state, metrics):
+    def check(actors, state, metrics):
         engine_w = ray.get(actors.rollouts[0].state_dict.remote())
         learner_w = ray.get(actors.learners.ranks[1].full_state_dict.remote())
         assert engine_w.keys() == learner_w.keys()
@@ -42,11 +29,9 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
         assert ray.get(actors.rollouts[0].policy_version.remote()) == state.policy_version
         assert any(not np.array_equal(initial[n], engine_w[n]) for n in engine_w), "weights never changed"
         assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float)), metrics
-        seen.append(metrics)
 
-    sink = MetricsSink(tmp_path)
-    state = controller.train(actors, stream, tokenizer, cfg, sink, controller.LoopState(), on_step=check)
-    sink.close()
+    prompts = lab_train_prompts(cfg.data, 0)[:12]  # 3 steps x 8 prompts x 2 samples > 1 epoch
+    actors, state, seen = train_with_actors(cfg, tmp_path, "it-", prompts=prompts, on_step=check)
     assert state.step == 3 and len(seen) == 3
     assert len(state.consumed) == 3 * 8 * 2  # every id once (the controller raises on a repeat)
     assert {t[0] for t in state.consumed} == {0, 1}  # the stream wrapped into a second epoch
@@ -68,27 +53,9 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
 @pytest.mark.vllm
 def test_opd_steps_with_vllm_engines(ray_cluster, tiny_lab, tmp_path):
     """The same loop with a vLLM rollout engine and a vLLM teacher (make test-vllm)."""
-    import ray
-
-    from actors.group import create_actors
-    from opd_ray import controller
-    from opd_ray.data import PromptStream, lab_train_prompts
-    from opd_ray.hf_models import load_tokenizer
-    from opd_ray.metrics import MetricsSink
-
-    cfg = load_config(LAB_CFG, [
-        f"model.student={tiny_lab / 'student'}", f"model.teacher={tiny_lab / 'teacher'}", "run.steps=2",
-        "data.prompts_per_step=8", "rollout.backend=vllm", "teacher.backend=vllm", "rollout.max_new_tokens=16",
-        "learner.lr=1e-2", "learner.cpus_per_rank=0.5",
-    ])
-    actors = create_actors(cfg, name_prefix="vllm-")
-    controller.get(actors.ready_refs(), 600, "startup")
-    seen = []
-    sink = MetricsSink(tmp_path)
-    state = controller.train(actors, PromptStream(lab_train_prompts(cfg.data, 0), 1, 0),
-                             load_tokenizer(cfg.model.student), cfg, sink, controller.LoopState(),
-                             on_step=lambda s, m: seen.append(m))
-    sink.close()
+    cfg = tiny_cfg(tiny_lab, "run.steps=2", "data.prompts_per_step=8", "rollout.backend=vllm",
+                   "teacher.backend=vllm", "learner.cpus_per_rank=0.5")
+    actors, state, seen = train_with_actors(cfg, tmp_path, "vllm-")
     assert state.step == 2 and len(state.consumed) == 16
     assert ray.get(actors.rollouts[0].policy_version.remote()) == 2
     assert all(math.isfinite(m["loss"]) and math.isfinite(m["overlap_ratio"]) for m in seen)

@@ -7,44 +7,27 @@ import numpy as np
 import pytest
 import ray
 
-from actors.group import create_actors
-from opd_ray import controller, resume
 from opd_ray.checkpoint import CheckpointDir
-from opd_ray.config import load_config
-from opd_ray.data import PromptStream, lab_train_prompts
-from opd_ray.hf_models import load_tokenizer
-from opd_ray.metrics import MetricsSink
-from tests.opd_ray.test_config import LAB_CFG
+from opd_ray.data import lab_train_prompts
+from tests.actors.loop import tiny_cfg, train_with_actors
 
 STEPS, BATCH = 4, 8
 
 
 def make_cfg(tiny_lab, zero_stage, *extra):
-    return load_config(LAB_CFG, [
-        f"model.student={tiny_lab / 'student'}", f"model.teacher={tiny_lab / 'teacher'}", f"run.steps={STEPS}",
-        f"data.prompts_per_step={BATCH}", "learner.num_ranks=2", "learner.cpus_per_rank=0.5", "learner.lr=1e-2",
-        f"learner.zero_stage={zero_stage}", "rollout.max_new_tokens=16", "ckpt.save_every=2", "ckpt.export_hf=false",
-        *extra])
+    return tiny_cfg(tiny_lab, f"run.steps={STEPS}", f"data.prompts_per_step={BATCH}", "learner.num_ranks=2",
+                    "learner.cpus_per_rank=0.5", f"learner.zero_stage={zero_stage}", "ckpt.save_every=2",
+                    "ckpt.export_hf=false", *extra)
 
 
 def run_steps(cfg, tmp, steps, prefix, resume_from=None):
-    """Fresh actors; optionally restore a checkpoint; train to `steps`. Returns losses, weights, state, actors."""
+    """Train to `steps` on a 2-step epoch; returns the losses, the served weights, the state and the actors."""
     cfg.run.steps = steps
-    actors = create_actors(cfg, name_prefix=prefix)
-    controller.get(actors.ready_refs(), 600, "startup")
-    tokenizer = load_tokenizer(cfg.model.student)
-    stream = PromptStream(lab_train_prompts(cfg.data, 0)[: 2 * BATCH], 1, 0)  # one epoch = 2 steps
-    state, losses = controller.LoopState(), []
-    if resume_from is not None:
-        resume.restore(actors, resume_from, state, stream, cfg, controller.get)
-        controller.sync_weights(actors, state.policy_version, cfg)
-    tmp.mkdir(parents=True, exist_ok=True)
-    sink = MetricsSink(tmp)
-    controller.train(actors, stream, tokenizer, cfg, sink, state, CheckpointDir(tmp / "checkpoints"),
-                     on_step=lambda s, m: losses.append(m["loss"]))
-    sink.close()
+    prompts = lab_train_prompts(cfg.data, 0)[: 2 * BATCH]  # one epoch = 2 steps
+    actors, state, seen = train_with_actors(cfg, tmp, prefix, prompts=prompts, ckpt=CheckpointDir(tmp / "checkpoints"),
+                                            resume_from=resume_from)
     weights = ray.get(actors.rollouts[0].state_dict.remote())
-    return losses, weights, state, actors
+    return [m["loss"] for m in seen], weights, state, actors
 
 
 def kill(actors):

@@ -1,0 +1,38 @@
+"""Shared by the actor tests: a lab config on the tiny models, and 'start actors, train to run.steps'."""
+from actors.group import create_actors
+from opd_ray import controller, resume
+from opd_ray.config import load_config
+from opd_ray.data import PromptStream, lab_train_prompts
+from opd_ray.hf_models import load_tokenizer
+from opd_ray.metrics import MetricsSink
+from tests.opd_ray.test_config import LAB_CFG
+
+
+def tiny_cfg(tiny_lab, *overrides):
+    return load_config(LAB_CFG, [f"model.student={tiny_lab / 'student'}", f"model.teacher={tiny_lab / 'teacher'}",
+                                 "rollout.max_new_tokens=16", "learner.lr=1e-2", *overrides])
+
+
+def train_with_actors(cfg, run_dir, prefix, prompts=None, ckpt=None, resume_from=None, on_step=None):
+    """Fresh actors; optionally restore a checkpoint; train to cfg.run.steps. Returns (actors, state, metrics).
+
+    `on_step(actors, state, metrics)` runs after every step.
+    """
+    actors = create_actors(cfg, name_prefix=prefix)
+    controller.get(actors.ready_refs(), 600, "startup")
+    stream = PromptStream(prompts or lab_train_prompts(cfg.data, 0), cfg.data.samples_per_prompt, 0)
+    state, seen = controller.LoopState(), []
+    if resume_from is not None:
+        resume.restore(actors, resume_from, state, stream, cfg, controller.get)
+        controller.sync_weights(actors, state.policy_version, cfg)
+
+    def record(s, metrics):
+        seen.append(metrics)
+        if on_step is not None:
+            on_step(actors, s, metrics)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sink = MetricsSink(run_dir)
+    controller.train(actors, stream, load_tokenizer(cfg.model.student), cfg, sink, state, ckpt, on_step=record)
+    sink.close()
+    return actors, state, seen

@@ -149,9 +149,11 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
     """One OPD step: take fresh scored trajectories, train on them, sync the new weights to the engines."""
     p, timer, t0 = cfg.pipeline, StageTimer(), time.perf_counter()
     with timer("wait_trajectories"):
-        while queue.has_room():  # keep up to max_staleness + 1 batches in flight
-            queue.put(launch_rollouts(actors, stream, tokenizer, cfg, state.policy_version, state.stale_engines))
-        item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
+        item = None
+        while item is None:  # refilling after refusals yields batches of the current version
+            while queue.has_room():  # keep up to max_staleness + 1 batches in flight
+                queue.put(launch_rollouts(actors, stream, tokenizer, cfg, state.policy_version, state.stale_engines))
+            item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
         get(item.scored_refs, p.rollout_timeout_s + p.teacher_timeout_s, "rollout")
     with timer("learner"):
         results = get(actors.learners.train_step_refs(item.scored_refs), p.learner_timeout_s, "learner")

@@ -71,3 +71,12 @@ def test_opd_steps_with_vllm_engines(ray_cluster, tiny_lab, tmp_path):
     hf, vl = HFRollout(str(export), **kw), VLLMRollout(str(export), **kw)
     prompts = [hf.tokenizer(p.prompt)["input_ids"] for p in sample_problems(3, 16, (2, 5))]
     assert hf.greedy(prompts) == vl.greedy(prompts)
+
+
+def test_pipelined_rollouts_respect_max_staleness(ray_cluster, tiny_lab, tmp_path):
+    """max_staleness=1: the next batch is sampled while the learner trains, one version behind at most."""
+    cfg = tiny_cfg(tiny_lab, "run.steps=4", "data.prompts_per_step=8", "pipeline.max_staleness=1",
+                   "learner.cpus_per_rank=0.5")
+    actors, state, seen = train_with_actors(cfg, tmp_path, "pipe-")
+    assert [m["staleness"] for m in seen] == [0, 1, 1, 1]
+    assert len(state.consumed) == 4 * 8 and state.refused_stale == 0

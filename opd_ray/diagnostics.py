@@ -28,8 +28,3 @@ def overlap_mass_BR(ids_BRK: np.ndarray, logp_BRK: np.ndarray, other_ids_BRK: np
 def entropy_BR(logp_BRV: torch.Tensor) -> torch.Tensor:
     """Shannon entropy of each position's full distribution."""
     return -(logp_BRV.exp() * logp_BRV).sum(-1)
-
-
-def masked_mean(values_BR: np.ndarray, mask_BR: np.ndarray) -> float:
-    n = mask_BR.sum()
-    return float((values_BR * mask_BR).sum() / n) if n else float("nan")

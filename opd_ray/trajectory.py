@@ -35,10 +35,6 @@ class TrajectoryBatch:
     def __len__(self) -> int:
         return len(self.traj_ids)
 
-    @property
-    def scored(self) -> bool:
-        return self.teacher_logp_BR is not None
-
     def rows(self, index: np.ndarray | slice) -> "TrajectoryBatch":
         """A sub-batch (e.g. one learner rank's shard)."""
         idx = np.arange(len(self))[index]
@@ -51,9 +47,6 @@ class TrajectoryBatch:
 
     def with_teacher(self, **teacher_fields: np.ndarray) -> "TrajectoryBatch":
         return replace(self, **teacher_fields)
-
-    def payload_bytes(self) -> int:
-        return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 
 
 def concat(batches: list[TrajectoryBatch]) -> TrajectoryBatch:

@@ -48,7 +48,3 @@ def test_entropy_matches_reference():
     logp = torch.log_softmax(torch.randn(3, 5, dtype=torch.float64), -1)
     want = [-sum(math.exp(x) * x for x in row) for row in logp.tolist()]
     assert np.allclose(diag.entropy_BR(logp).numpy(), want, atol=1e-12)
-
-
-def test_masked_mean_ignores_padding():
-    assert diag.masked_mean(np.array([[1.0, 100.0]]), np.array([[True, False]])) == 1.0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import ray
 
 from actors.learner import LearnerRank
+from actors.placement import Placement, check_cluster_fits
 from actors.rollout import RolloutEngine
 from actors.teacher import TeacherServer
 from opd_ray.config import OPDConfig
@@ -15,15 +16,18 @@ from opd_ray.runtime import free_port
 class LearnerGroup:
     """N DeepSpeed ranks trained in lockstep; each rank sees the whole batch and takes its own shard."""
 
-    def __init__(self, cfg: OPDConfig, name_prefix: str = "learner", generation: int = 0):
+    def __init__(self, cfg: OPDConfig, name_prefix: str = "learner", generation: int = 0,
+                 placement: Placement | None = None):
         n = cfg.learner.num_ranks
         port = (cfg.learner.master_port + generation) if cfg.learner.master_port else free_port()
         self.cfg, self.name_prefix, self.generation = cfg, name_prefix, generation
+        self.placement = placement or Placement(cfg)  # a restarted group reuses the same bundles
+        addr = self.placement.learner_master_addr()
         self.zero_stage = cfg.learner.zero_stage
         suffix = f"-g{generation}" if generation else ""  # a restarted group gets fresh actor names
         self.ranks = [
-            LearnerRank.options(name=f"{name_prefix}-{r}{suffix}", num_cpus=cfg.learner.cpus_per_rank)
-            .remote(cfg, r, n, "127.0.0.1", port, generation)
+            LearnerRank.options(name=f"{name_prefix}-{r}{suffix}", **self.placement.options("learner", r))
+            .remote(cfg, r, n, addr, port, generation)
             for r in range(n)
         ]
 
@@ -31,7 +35,7 @@ class LearnerGroup:
         """Kill every rank (a broken collective cannot heal) and start a new group, generation + 1."""
         for rank in self.ranks:
             ray.kill(rank, no_restart=True)
-        return LearnerGroup(self.cfg, self.name_prefix, self.generation + 1)
+        return LearnerGroup(self.cfg, self.name_prefix, self.generation + 1, self.placement)
 
     def save_checkpoint_refs(self, path: str):
         return [r.save_checkpoint.remote(path) for r in self.ranks]
@@ -69,13 +73,17 @@ class Actors:
 
 
 def create_actors(cfg: OPDConfig, name_prefix: str = "") -> Actors:
-    """Start every actor (the caller waits for `ready_refs()` with a timeout)."""
+    """Check the cluster can hold the run, reserve the placement group (if `placement.strategy`), start every
+    actor where `placement.*` asks (the caller waits for `ready_refs()` with a timeout)."""
+    check_cluster_fits(cfg)
+    placement = Placement(cfg, f"{name_prefix}opd")
+    placement.wait(cfg.pipeline.startup_timeout_s)
     rollouts = [
-        RolloutEngine.options(name=f"{name_prefix}rollout-{i}", num_cpus=cfg.rollout.cpus_per_engine).remote(cfg, i)
+        RolloutEngine.options(name=f"{name_prefix}rollout-{i}", **placement.options("rollout", i)).remote(cfg, i)
         for i in range(cfg.rollout.num_engines)
     ]
     teachers = [
-        TeacherServer.options(name=f"{name_prefix}teacher-{i}", num_cpus=cfg.teacher.cpus_per_server).remote(cfg)
+        TeacherServer.options(name=f"{name_prefix}teacher-{i}", **placement.options("teacher", i)).remote(cfg)
         for i in range(cfg.teacher.num_servers)
     ]
-    return Actors(rollouts, teachers, LearnerGroup(cfg, f"{name_prefix}learner"))
+    return Actors(rollouts, teachers, LearnerGroup(cfg, f"{name_prefix}learner", placement=placement))

@@ -24,7 +24,7 @@ from opd_ray.checkpoint import (CheckpointDir, ResumeError, config_differences, 
                                 find_resume_checkpoint, read_state)
 from opd_ray.config import ConfigError, OPDConfig, load_config, to_yaml  # noqa: E402
 from opd_ray.data import PromptStream, lab_eval_prompts, lab_train_prompts  # noqa: E402
-from opd_ray.evaluation import evaluate, gap_recovery  # noqa: E402
+from opd_ray.evaluation import evaluate, gap_recovery, greedy_texts, teacher_continuation_advantage  # noqa: E402
 from opd_ray.hf_models import load_tokenizer  # noqa: E402
 from opd_ray.metrics import MetricsSink  # noqa: E402
 
@@ -57,13 +57,12 @@ def check_resume_config(checkpoint: Path, cfg: OPDConfig, allow_change: bool) ->
     print(f"[opd] resuming with a changed config:\n  {listing}", flush=True)
 
 
-def check_cluster_cpus(cfg: OPDConfig) -> None:
-    """Fail fast instead of waiting forever for actors the cluster cannot place."""
-    need = (cfg.rollout.num_engines * cfg.rollout.cpus_per_engine + cfg.teacher.num_servers * cfg.teacher.cpus_per_server
-            + cfg.learner.num_ranks * cfg.learner.cpus_per_rank)
-    have = ray.cluster_resources().get("CPU", 0.0)
-    if need > have:
-        raise ConfigError(f"rollout/teacher/learner cpus_per_* need {need:g} CPUs, the Ray cluster has {have:g}")
+def continuation_eval(actors, prompts: list[str], tokenizer, cfg: OPDConfig) -> dict[str, float]:
+    """Teacher-continuation advantage on the hard set, per prefix depth (data.continuation_depths)."""
+    timeout = cfg.pipeline.rollout_timeout_s
+    return teacher_continuation_advantage(lambda ids: greedy_texts(actors.rollouts, ids, timeout),
+                                          lambda ids: greedy_texts(actors.teachers, ids, timeout),
+                                          prompts, tokenizer, cfg.data.continuation_depths)
 
 
 def evaluate_before(actors, eval_sets, tokenizer, cfg: OPDConfig, run_dir: Path) -> dict:
@@ -73,7 +72,8 @@ def evaluate_before(actors, eval_sets, tokenizer, cfg: OPDConfig, run_dir: Path)
         return json.loads(cache.read_text())
     timeout = cfg.pipeline.rollout_timeout_s
     result = {"teacher": evaluate(actors.teachers, eval_sets, tokenizer, timeout),
-              "student": evaluate(actors.rollouts, eval_sets, tokenizer, timeout)}
+              "student": evaluate(actors.rollouts, eval_sets, tokenizer, timeout),
+              "continuation": continuation_eval(actors, eval_sets["hard"], tokenizer, cfg)}
     cache.write_text(json.dumps(result) + "\n")
     return result
 
@@ -86,8 +86,7 @@ def run(cfg: OPDConfig, run_dir: Path, resume_from: Path | None = None, name_pre
     ckpt = CheckpointDir(run_dir / "checkpoints", cfg.ckpt.keep_last)
     for partial in ckpt.clean_partial():
         print(f"[opd] removed the partial checkpoint {partial} (a crash interrupted it)", flush=True)
-    check_cluster_cpus(cfg)
-    actors = create_actors(cfg, name_prefix)
+    actors = create_actors(cfg, name_prefix)  # checks first that the cluster can hold the run (placement.*)
     controller.get(actors.ready_refs(), cfg.pipeline.startup_timeout_s, "startup")
     ev = evaluate_before(actors, eval_sets, tokenizer, cfg, run_dir)
     before, teacher_acc = ev["student"], ev["teacher"]
@@ -103,6 +102,7 @@ def run(cfg: OPDConfig, run_dir: Path, resume_from: Path | None = None, name_pre
     state = controller.train(actors, stream, tokenizer, cfg, sink, state, ckpt)
     train_s = time.time() - t_train
     after = evaluate(actors.rollouts, eval_sets, tokenizer, cfg.pipeline.rollout_timeout_s)
+    continuation_after = continuation_eval(actors, eval_sets["hard"], tokenizer, cfg)
     final = ckpt.latest()
     if final is None or final.name != f"step_{state.step}":
         final = resume.save_checkpoint(actors, state, stream, ckpt, cfg, controller.get)
@@ -113,6 +113,7 @@ def run(cfg: OPDConfig, run_dir: Path, resume_from: Path | None = None, name_pre
         "student_easy_before": before["easy"], "student_easy_after": after["easy"], "teacher_easy": teacher_acc["easy"],
         "steps": state.step, "trajectories": len(state.consumed), "refused_stale": state.refused_stale,
         "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
+        "continuation_before": ev.get("continuation"), "continuation_after": continuation_after,
         "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
     }

@@ -19,8 +19,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 POINTER, STATE = "latest", "state.json"
-# Fields that may change between a run and its resume without changing what is trained.
-RESUMABLE_CHANGES = ("run.steps", "run.out_dir", "run.name", "run.fault", "ckpt.", "pipeline.")
+# Fields that may change between a run and its resume without changing what is trained (placement: where actors run).
+RESUMABLE_CHANGES = ("run.steps", "run.out_dir", "run.name", "run.fault", "ckpt.", "pipeline.", "placement.")
 
 
 class ResumeError(RuntimeError):

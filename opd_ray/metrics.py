@@ -1,4 +1,5 @@
-"""Metric sinks: one JSONL line and TensorBoard scalars per step, in the run directory."""
+"""Metric sinks: one JSONL line and TensorBoard scalars per step, in the run directory, and Ray metrics
+(opd_ray/ray_metrics.py, for the dashboard) when Ray is running."""
 from __future__ import annotations
 
 import json
@@ -14,12 +15,25 @@ class MetricsSink:
 
         self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.run_name, self.ray_metrics = run_dir.name, None
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         for name, value in metrics.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.tb.add_scalar(name, value, step)
+        self.record_ray_metrics(metrics)
+
+    def record_ray_metrics(self, metrics: dict[str, float]) -> None:
+        import ray
+
+        if not ray.is_initialized():  # a unit test without Ray: files only
+            return
+        if self.ray_metrics is None:
+            from opd_ray.ray_metrics import RayMetrics
+
+            self.ray_metrics = RayMetrics(self.run_name)
+        self.ray_metrics.record(metrics)
 
     def close(self) -> None:
         self.jsonl.close()

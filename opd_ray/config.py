@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OBJECTIVES = ("sampled_token", "student_topk")
 BACKENDS = ("hf", "vllm")
+PLACEMENT_STRATEGIES = ("", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,24 @@ class CheckpointConfig:
 
 
 @dataclass
+class RolePlacement:
+    """Where the actors of one role may run. CPUs per actor stay in rollout/teacher/learner.cpus_per_*."""
+    num_gpus: float = 0.0  # per actor (per engine, server or rank); 0 on CPU
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor, e.g. {rollout_node: 0.01}
+    node_labels: dict[str, str] = field(default_factory=dict)  # node labels required (`ray start --labels`)
+
+
+@dataclass
+class PlacementConfig:
+    # "": each actor is scheduled on its own; PACK/SPREAD/STRICT_PACK/STRICT_SPREAD: one placement group with a
+    # bundle per actor, reserved all at once before any actor starts (nothing starts if the cluster cannot fit it)
+    strategy: str = ""
+    rollout: RolePlacement = field(default_factory=RolePlacement)
+    teacher: RolePlacement = field(default_factory=RolePlacement)
+    learner: RolePlacement = field(default_factory=RolePlacement)
+
+
+@dataclass
 class OPDConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -118,6 +137,7 @@ class OPDConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
@@ -172,6 +192,7 @@ def validate(cfg: OPDConfig) -> None:
         _check(backend in BACKENDS, f"{role}.backend", f"must be one of {BACKENDS}, got {backend!r}")
         _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
                "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
+    validate_placement(cfg.placement)
     _check(cfg.data.task == "lab_arith", "data.task", f"only 'lab_arith' is available, got {cfg.data.task!r}")
     rows = cfg.data.prompts_per_step * cfg.data.samples_per_prompt
     _check(rows >= cfg.learner.num_ranks, "learner.num_ranks",
@@ -183,6 +204,18 @@ def validate(cfg: OPDConfig) -> None:
         context = model_context_length(getattr(cfg.model, role), f"model.{role}")
         _check(budget <= context, "rollout.max_new_tokens",
                f"data.max_prompt_tokens + rollout.max_new_tokens = {budget} exceeds the {role}'s context of {context}")
+
+
+def validate_placement(placement: PlacementConfig) -> None:
+    _check(placement.strategy in PLACEMENT_STRATEGIES, "placement.strategy",
+           f"must be one of {PLACEMENT_STRATEGIES}, got {placement.strategy!r}")
+    for role in ("rollout", "teacher", "learner"):
+        spec = getattr(placement, role)
+        _check(spec.num_gpus >= 0, f"placement.{role}.num_gpus", f"must be >= 0, got {spec.num_gpus}")
+        for name, amount in spec.resources.items():
+            _check(name not in ("CPU", "GPU", "memory"), f"placement.{role}.resources.{name}",
+                   "CPUs are rollout/teacher/learner.cpus_per_*, GPUs placement.<role>.num_gpus")
+            _check(amount > 0, f"placement.{role}.resources.{name}", f"must be > 0, got {amount}")
 
 
 def model_context_length(path: str, field_name: str) -> int:

@@ -167,7 +167,8 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
     metrics.update({f"time/{k}_s": v for k, v in {**stage_s, **timer.seconds, "step": wall}.items()})
     metrics.update(tokens_per_s=metrics["tokens"] / wall, policy_version=state.policy_version,
                    staleness=state.policy_version - 1 - item.policy_version, refused_stale=state.refused_stale,
-                   engines_fresh=len(actors.rollouts) - len(state.stale_engines), failed_syncs=state.failed_syncs)
+                   engines_fresh=len(actors.rollouts) - len(state.stale_engines), failed_syncs=state.failed_syncs,
+                   queue_depth=len(queue.items))
     return metrics
 
 

@@ -1,0 +1,61 @@
+"""Placement by role on a 2-node Ray cluster (`ray.cluster_utils.Cluster`, two raylets on this machine).
+
+Node A offers the custom resource `rollout_node`; node B offers `learner_node` and the label opd-role=train.
+The config pins the rollout engine to A (resources), the teacher to B (node labels) and the learner to B
+(resources), in one PACK placement group. The test checks, through Ray's actor table, that every actor landed
+where asked, and that an OPD step completes. It runs in a subprocess: a driver connects to one cluster, and
+the test session's own Ray (tests/conftest.py) must stay up for the other tests.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PLACED = ["placement.strategy=PACK", "placement.rollout.resources={rollout_node: 0.5}",
+          "placement.teacher.node_labels={opd-role: train}", "placement.learner.resources={learner_node: 0.5}",
+          "rollout.cpus_per_engine=0.5", "teacher.cpus_per_server=0.5", "learner.cpus_per_rank=1"]
+
+
+def run_on_two_nodes(tiny_lab: str, out: str) -> None:
+    """The subprocess: start the cluster, check the fail-fast errors, train one step, write where actors ran."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from actors.placement import check_cluster_fits
+    from opd_ray.config import ConfigError
+    from tests.actors.loop import tiny_cfg, train_with_actors
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"rollout_node": 1},
+                                                            "include_dashboard": False})
+    learner_node = cluster.add_node(num_cpus=2, resources={"learner_node": 1}, labels={"opd-role": "train"})
+    ray.init(address=cluster.address, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
+    errors = {}
+    for name, override in (("resource", "placement.rollout.resources={gpu_node: 1}"),
+                           ("labels", "placement.teacher.node_labels={opd-role: serve}")):
+        try:
+            check_cluster_fits(tiny_cfg(Path(tiny_lab), override))
+        except ConfigError as err:
+            errors[name] = str(err)
+    cfg = tiny_cfg(Path(tiny_lab), "run.steps=1", "data.prompts_per_step=4", *PLACED)
+    actors, state, seen = train_with_actors(cfg, Path(out), "pl-")
+    nodes = {a["Name"]: a["Address"]["NodeID"] for a in ray._private.state.actors().values()
+             if a["Name"].startswith("pl-") and a["State"] == "ALIVE"}
+    result = {"nodes": nodes, "head": cluster.head_node.node_id, "worker": learner_node.node_id,
+              "steps": state.step, "tokens": seen[0]["tokens"], "errors": errors}
+    (Path(out) / "placement.json").write_text(json.dumps(result))
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_roles_land_on_the_nodes_the_config_asks_for(tiny_lab, tmp_path):
+    code = f"from tests.actors.test_placement import run_on_two_nodes; run_on_two_nodes({str(tiny_lab)!r}, " \
+           f"{str(tmp_path)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "placement.json").read_text())
+    head, worker = result["head"], result["worker"]
+    assert result["nodes"] == {"pl-rollout-0": head, "pl-teacher-0": worker, "pl-learner-0": worker}, result
+    assert result["steps"] == 1 and result["tokens"] > 0
+    assert result["errors"]["resource"].startswith("placement.rollout.resources.gpu_node: the run needs 1 gpu_node")
+    assert result["errors"]["labels"].startswith("placement.teacher.node_labels: no node")

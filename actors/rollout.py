@@ -4,6 +4,7 @@ from __future__ import annotations
 import ray
 
 from opd_ray.config import OPDConfig
+from opd_ray.data import verify_batch
 from opd_ray.faults import maybe_fault
 from opd_ray.runtime import limit_threads
 
@@ -26,7 +27,9 @@ class RolloutEngine:
             self.engine = HFRollout(cfg.model.student, **kwargs)
 
     def generate(self, prompts, traj_ids, policy_version):
-        return self.engine.generate(prompts, traj_ids, policy_version)
+        batch = self.engine.generate(prompts, traj_ids, policy_version)
+        batch.outcome_correct_B = verify_batch(self.engine.tokenizer, batch)
+        return batch
 
     def greedy(self, prompts):
         return self.engine.greedy(prompts)

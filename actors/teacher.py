@@ -4,6 +4,7 @@ from __future__ import annotations
 import ray
 
 from opd_ray.config import OPDConfig
+from opd_ray.objectives import FULL_VOCAB_KINDS
 from opd_ray.runtime import limit_threads
 
 
@@ -12,7 +13,9 @@ class TeacherServer:
     def __init__(self, cfg: OPDConfig):
         limit_threads(cfg.teacher.cpus_per_server)
         kwargs = dict(top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
-                      max_new_tokens=cfg.rollout.max_new_tokens, trust_remote_code=cfg.model.trust_remote_code)
+                      max_new_tokens=cfg.rollout.max_new_tokens, logprob_dtype=cfg.teacher.logprob_dtype,
+                      ship_full_vocab=cfg.objective.kind in FULL_VOCAB_KINDS,
+                      trust_remote_code=cfg.model.trust_remote_code)
         if cfg.teacher.backend == "vllm":
             from opd_ray.vllm_backend import VLLMTeacher
 

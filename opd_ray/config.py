@@ -12,8 +12,9 @@ from pathlib import Path
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from opd_ray.objectives import FULL_VOCAB_KINDS, OBJECTIVES, SUPPORTS, WEIGHTS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OBJECTIVES = ("sampled_token", "student_topk")
 BACKENDS = ("hf", "vllm")
 PLACEMENT_STRATEGIES = ("", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -46,6 +47,8 @@ class DataConfig:
     easy_mix: float = 0.0  # share of easy-range prompts mixed into OPD batches
     easy_n_terms: list[int] = field(default_factory=lambda: [2, 3])
     eval_size: int = 256  # held-out hard problems
+    # teacher-continuation advantage at evaluation: prefix depths as fractions of the student's response
+    continuation_depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     prompts_per_step: int = 64
     samples_per_prompt: int = 1
     max_prompt_tokens: int = 24
@@ -66,15 +69,22 @@ class TeacherConfig:
     num_servers: int = 1
     temperature: float = 1.0  # teacher logits are divided by this before log_softmax
     cpus_per_server: float = 1.0
+    logprob_dtype: str = "float16"  # of the log-probs it ships ("float16": the compact payload, or "float32")
 
 
 @dataclass
 class ObjectiveConfig:
-    kind: str = "student_topk"  # one of OBJECTIVES
-    k: int = 4  # top-k support of the objective and of the overlap metrics
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float = 3.0
+    """The OPD objective (opd_ray/objectives.py). Student and teacher log-probs are taken at temperature
+    rollout.temperature and teacher.temperature respectively (both 1.0 by default)."""
+    kind: str = "topk"  # sampled_token | topk | full_reverse_kl | forward_kl | gjsd
+    k: int = 4  # top-k of the objective and of the overlap metrics (the paper: 16; the lab's vocabulary is 18)
+    support: str = "student"  # topk: student | teacher | intersection | union | symdiff
+    weights: str = "student"  # topk: renormalised probabilities of student | teacher, or uniform
+    beta: float = 0.5  # gjsd: 0 = forward KL(q||p), 1 = reverse KL(p||q)
+    outcome_weight: float = 0.0  # adds this x (verifier reward - batch mean) as a sequence-level advantage
+    is_cap: float = 0.0  # truncated importance weight min(pi_learner/pi_rollout, cap) per token; 0 = off
+    loss_clamp: float = 0.0  # per-token loss clamped to [-c, c]; 0 = off
+    diagnostics_every: int = 10  # steps between position-binned entropies and the reward AUROC
 
 
 @dataclass
@@ -176,7 +186,7 @@ def validate(cfg: OPDConfig) -> None:
                  "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens"):
         value = OmegaConf.select(OmegaConf.structured(cfg), name)
         _check(value >= 1, name, f"must be >= 1, got {value}")
-    _check(cfg.objective.kind in OBJECTIVES, "objective.kind", f"must be one of {OBJECTIVES}, got {cfg.objective.kind!r}")
+    validate_objective(cfg)
     _check(cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", f"must be 0-3, got {cfg.learner.zero_stage}")
     _check(cfg.learner.lr > 0, "learner.lr", f"must be > 0, got {cfg.learner.lr}")
     _check(cfg.ckpt.save_every >= 0, "ckpt.save_every", "must be >= 0")
@@ -193,6 +203,8 @@ def validate(cfg: OPDConfig) -> None:
         _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
                "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
     validate_placement(cfg.placement)
+    _check(all(0.0 <= d < 1.0 for d in cfg.data.continuation_depths), "data.continuation_depths",
+           f"each depth must be in [0, 1), got {cfg.data.continuation_depths}")
     _check(cfg.data.task == "lab_arith", "data.task", f"only 'lab_arith' is available, got {cfg.data.task!r}")
     rows = cfg.data.prompts_per_step * cfg.data.samples_per_prompt
     _check(rows >= cfg.learner.num_ranks, "learner.num_ranks",
@@ -216,6 +228,29 @@ def validate_placement(placement: PlacementConfig) -> None:
             _check(name not in ("CPU", "GPU", "memory"), f"placement.{role}.resources.{name}",
                    "CPUs are rollout/teacher/learner.cpus_per_*, GPUs placement.<role>.num_gpus")
             _check(amount > 0, f"placement.{role}.resources.{name}", f"must be > 0, got {amount}")
+
+
+def validate_objective(cfg: OPDConfig) -> None:
+    o = cfg.objective
+    _check(o.kind in OBJECTIVES, "objective.kind", f"must be one of {OBJECTIVES}, got {o.kind!r}")
+    _check(o.support in SUPPORTS, "objective.support", f"must be one of {SUPPORTS}, got {o.support!r}")
+    _check(o.weights in WEIGHTS, "objective.weights", f"must be one of {WEIGHTS}, got {o.weights!r}")
+    _check(0.0 <= o.beta <= 1.0, "objective.beta", f"must be in [0, 1], got {o.beta}")
+    for name in ("outcome_weight", "is_cap", "loss_clamp"):
+        _check(getattr(o, name) >= 0, f"objective.{name}", f"must be >= 0, got {getattr(o, name)}")
+    _check(o.diagnostics_every >= 1, "objective.diagnostics_every", f"must be >= 1, got {o.diagnostics_every}")
+    _check(cfg.teacher.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
+           f"must be 'float16' or 'float32', got {cfg.teacher.logprob_dtype!r}")
+    if o.kind in FULL_VOCAB_KINDS:
+        vocab = model_vocab_size(cfg.model.teacher, "model.teacher")
+        _check(vocab <= 4096, "objective.kind", f"{o.kind!r} ships the teacher's full distribution "
+               f"({vocab} log-probs per token); use topk or forward_kl for large vocabularies")
+
+
+def model_vocab_size(path: str, field_name: str) -> int:
+    config_file = Path(path) / "config.json"
+    _check(config_file.is_file(), field_name, f"no Hugging Face model folder at {path!r} (missing config.json)")
+    return int(json.loads(config_file.read_text()).get("vocab_size", 0))
 
 
 def model_context_length(path: str, field_name: str) -> int:

@@ -7,15 +7,17 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import ray
 from tqdm import tqdm
 
+from opd_ray import diagnostics as diag
 from opd_ray import resume
 from opd_ray.checkpoint import CheckpointDir
 from opd_ray.config import OPDConfig
 from opd_ray.data import PromptStream
 from opd_ray.metrics import MetricsSink, StageTimer
-from opd_ray.trajectory import TrajId
+from opd_ray.trajectory import TrajectoryBatch, TrajId
 
 
 class PipelineTimeout(TimeoutError):
@@ -133,15 +135,34 @@ def synced(ref, version: int) -> bool:
         return False
 
 
-def reduce_rank_results(results: list[dict]) -> tuple[dict[str, float], list[TrajId], dict[str, float]]:
-    """Sum the ranks' metric sums and divide by the global token count (grad_norm is already global)."""
-    total = {k: sum(r["sums"][k] for r in results) for k in results[0]["sums"]}
-    tokens = total.pop("tokens")
-    grad_norm = total.pop("grad_norm") / len(results)
-    metrics = {k.removesuffix("_sum"): v / max(tokens, 1.0) for k, v in total.items()}
-    metrics.update(grad_norm=grad_norm, tokens=tokens)
+def reduce_rank_results(results: list[dict], step: int, cfg: OPDConfig
+                        ) -> tuple[dict, list[TrajId], dict[str, float]]:
+    """Add the ranks' [sum, count] pairs and divide. Per-position arrays are kept every diagnostics_every steps."""
+    metrics = {}
+    for name in results[0]["sums"]:
+        total = sum(np.asarray(r["sums"][name][0], dtype=np.float64) for r in results)
+        count = sum(np.asarray(r["sums"][name][1], dtype=np.float64) for r in results)
+        mean = np.where(count > 0, total / np.maximum(count, 1e-12), np.nan)
+        if mean.ndim == 0:
+            metrics[name] = float(mean)
+        elif step % cfg.objective.diagnostics_every == 0:
+            metrics[name] = [round(float(v), 5) for v in mean]
+    metrics["tokens"] = sum(r["tokens"] for r in results)
     traj_ids = [t for r in results for t in r["traj_ids"]]
     return metrics, traj_ids, results[0]["stage_s"]
+
+
+def batch_diagnostics(batches: list[TrajectoryBatch], step: int, cfg: OPDConfig) -> dict:
+    """Sequence-level diagnostics from the scored batches (every diagnostics_every steps: the reward AUROC)."""
+    out = {"teacher_payload_bytes_per_token": float(np.mean([b.payload_bytes_per_token() for b in batches]))}
+    correct_B = [b.outcome_correct_B for b in batches]
+    if all(c is not None for c in correct_B):
+        out["train_accuracy"] = float(np.concatenate(correct_B).mean())
+        if step % cfg.objective.diagnostics_every == 0:
+            reward_B = np.concatenate([diag.sequence_mean_reward_B(b.student_logp_BR, b.teacher_logp_BR,
+                                                                   b.response_mask_BR) for b in batches])
+            out["reward_auroc"] = diag.auroc(reward_B, np.concatenate(correct_B))
+    return out
 
 
 def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStream, tokenizer,
@@ -154,10 +175,11 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
             while queue.has_room():  # keep up to max_staleness + 1 batches in flight
                 queue.put(launch_rollouts(actors, stream, tokenizer, cfg, state.policy_version, state.stale_engines))
             item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
-        get(item.scored_refs, p.rollout_timeout_s + p.teacher_timeout_s, "rollout")
+        batches = get(item.scored_refs, p.rollout_timeout_s + p.teacher_timeout_s, "rollout")
     with timer("learner"):
         results = get(actors.learners.train_step_refs(item.scored_refs), p.learner_timeout_s, "learner")
-    metrics, trained_ids, stage_s = reduce_rank_results(results)
+    metrics, trained_ids, stage_s = reduce_rank_results(results, state.step + 1, cfg)
+    metrics.update(batch_diagnostics(batches, state.step + 1, cfg))
     mark_consumed(state, item, trained_ids)
     state.policy_version += 1
     state.step += 1

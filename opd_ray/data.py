@@ -4,10 +4,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from opd_ray.config import DataConfig
 from opd_ray.lab import build as lab_build
 from opd_ray.lab.task import sample_problems, verify
-from opd_ray.trajectory import TrajId
+from opd_ray.trajectory import TrajectoryBatch, TrajId
 
 
 def lab_train_prompts(data: DataConfig, seed: int) -> list[str]:
@@ -28,6 +30,13 @@ def lab_eval_prompts(eval_size: int) -> dict[str, list[str]]:
 
 def score_responses(prompts: list[str], responses: list[str]) -> float:
     return sum(verify(p, r) for p, r in zip(prompts, responses)) / len(prompts)
+
+
+def verify_batch(tokenizer, batch: TrajectoryBatch) -> np.ndarray:
+    """The verifier's judgement of each trajectory (for the outcome reward and the reward AUROC)."""
+    decode = lambda ids, mask: tokenizer.decode(ids[mask].tolist(), skip_special_tokens=True)  # noqa: E731
+    return np.array([verify(decode(p, pm), decode(r, rm)) for p, pm, r, rm in zip(
+        batch.prompt_ids_BP, batch.prompt_mask_BP, batch.response_ids_BR, batch.response_mask_BR)], dtype=bool)
 
 
 @dataclass

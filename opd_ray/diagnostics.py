@@ -26,5 +26,65 @@ def overlap_mass_BR(ids_BRK: np.ndarray, logp_BRK: np.ndarray, other_ids_BRK: np
 
 
 def entropy_BR(logp_BRV: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy of each position's full distribution."""
-    return -(logp_BRV.exp() * logp_BRV).sum(-1)
+    """Shannon entropy of each position's full distribution (zero-probability tokens contribute 0, not NaN)."""
+    return torch.special.entr(logp_BRV.exp()).sum(-1)
+
+
+def overlap_token_advantage_BR(student_ids_BRK: np.ndarray, student_logp_BRK: np.ndarray,
+                               teacher_ids_BRK: np.ndarray, teacher_logp_at_student_ids_BRK: np.ndarray
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 7: mean over v in S_p ∩ S_q of p̄(v) (log q̄(v) - log p̄(v)), p̄ and q̄ renormalised on the intersection.
+
+    Both log-prob arrays are aligned with the student's top-k ids. Returns the value and whether the position
+    has any shared token (positions without one have no value and must be left out of the average).
+    """
+    shared_BRK = (student_ids_BRK[..., :, None] == teacher_ids_BRK[..., None, :]).any(-1)
+    p_bar_logp = _log_renormalise(student_logp_BRK, shared_BRK)
+    q_bar_logp = _log_renormalise(teacher_logp_at_student_ids_BRK, shared_BRK)
+    term_BRK = np.where(shared_BRK, np.exp(p_bar_logp) * (q_bar_logp - p_bar_logp), 0.0)
+    n_shared_BR = shared_BRK.sum(-1)
+    return term_BRK.sum(-1) / np.maximum(n_shared_BR, 1), n_shared_BR > 0
+
+
+def _log_renormalise(logp_BRK: np.ndarray, keep_BRK: np.ndarray) -> np.ndarray:
+    logp = np.maximum(logp_BRK.astype(np.float64), -100.0)
+    top = np.max(np.where(keep_BRK, logp, -1e300), axis=-1, keepdims=True)
+    log_norm = top + np.log(np.maximum(np.where(keep_BRK, np.exp(logp - top), 0.0).sum(-1, keepdims=True), 1e-300))
+    return np.where(keep_BRK, logp - log_norm, 0.0)  # 0 off the set: callers mask it, and no inf - inf
+
+
+def p_minus_q_at_max_advantage_BR(student_topk_logp_BRK: np.ndarray, teacher_logp_at_student_topk_BRK: np.ndarray
+                                  ) -> np.ndarray:
+    """App. B.2: p(v) - q(v) at the student-top-k token with the largest |advantage| (student-weighted top-k)."""
+    s = np.maximum(student_topk_logp_BRK.astype(np.float64), -100.0)
+    t = np.maximum(teacher_logp_at_student_topk_BRK.astype(np.float64), -100.0)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    worst_BR1 = np.abs(w * (s - t)).argmax(-1)[..., None]
+    return (np.exp(np.take_along_axis(s, worst_BR1, -1)) - np.exp(np.take_along_axis(t, worst_BR1, -1)))[..., 0]
+
+
+def sequence_mean_reward_B(student_logp_BR: np.ndarray, teacher_logp_BR: np.ndarray, mask_BR: np.ndarray) -> np.ndarray:
+    """§6.2: r̄(y) = (1/T) Σ_t [log q(y_t) - log p(y_t)], the sampled-token OPD reward averaged over the sequence."""
+    diff_BR = np.where(mask_BR, teacher_logp_BR.astype(np.float64) - student_logp_BR.astype(np.float64), 0.0)
+    return diff_BR.sum(-1) / np.maximum(mask_BR.sum(-1), 1)
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting 1/2.
+
+    Computed from average ranks (Mann-Whitney U); NaN when either class is empty.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    start = 0
+    for end in range(1, len(scores) + 1):  # average rank over each run of tied scores
+        if end == len(scores) or sorted_scores[end] != sorted_scores[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -11,12 +11,12 @@ import os
 import numpy as np
 import torch
 
-from opd_ray import diagnostics as diag
 from opd_ray import objectives as obj
 from opd_ray.config import LearnerConfig, ObjectiveConfig
 from opd_ray.faults import maybe_fault
 from opd_ray.hf_models import load_model, state_dict_numpy
-from opd_ray.scoring import gather_BR, gather_BRK, response_logits
+from opd_ray.opd_loss import ShardTensors, diagnostic_sums, token_losses
+from opd_ray.scoring import response_logits
 from opd_ray.trajectory import TrajectoryBatch, concat
 
 
@@ -62,18 +62,21 @@ class DeepSpeedLearner:
     def train_step(self, batches: list[TrajectoryBatch]) -> dict:
         """One optimizer step on this rank's shard of the joined batches.
 
-        Returns metric sums over the shard's tokens (the controller sums ranks and divides by `tokens`),
-        the shard's traj_ids, and the rollout/teacher seconds carried by the batches.
+        Returns [sum, count] pairs of the step's metrics over the shard (the controller adds the ranks' pairs
+        and divides), the shard's traj_ids, and the rollout/teacher seconds carried by the batches.
         """
         maybe_fault(self.fault, "learner_step", rank=self.rank, step=self.optimizer_steps + 1, gen=self.generation)
         batch = concat(batches)
+        if batch.outcome_correct_B is not None:  # the baseline is the whole step's batch, not this shard's
+            batch.outcome_advantage_B = obj.outcome_advantage_B(torch.as_tensor(batch.outcome_correct_B)).numpy()
         n_tokens_global = float(batch.response_mask_BR.sum())
         shard = batch.rows(slice(self.rank, None, self.world_size))
-        mask_BR = torch.as_tensor(shard.response_mask_BR).float().to(self.engine.device)
+        tensors = ShardTensors(shard, self.engine.device)
+        mask_BR = tensors.mask_BR.float()
         logits_BRV = response_logits(self.engine.module, shard.prompt_ids_BP, shard.prompt_mask_BP,
                                      shard.response_ids_BR, shard.response_mask_BR)
         logp_BRV = torch.log_softmax(logits_BRV / self.temperature, dim=-1)
-        loss_BR = self.per_token_loss(logp_BRV, shard)
+        loss_BR = token_losses(logp_BRV, tensors, self.objective)
         loss = obj.token_mean(loss_BR, mask_BR, n_tokens_global) * self.world_size
         if not torch.isfinite(loss):  # DESIGN invariant 7: report, never let DeepSpeed skip the step silently
             bad = int((~torch.isfinite(loss_BR) & mask_BR.bool()).sum())
@@ -83,23 +86,11 @@ class DeepSpeedLearner:
         self.engine.step()
         self.optimizer_steps += 1
         with torch.no_grad():
-            metrics = shard_metric_sums(shard, logp_BRV, mask_BR)
-        metrics["loss_sum"] = float(obj.token_mean(loss_BR.detach(), mask_BR, 1.0))
-        metrics["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
-        return {"sums": metrics, "traj_ids": shard.traj_ids, "stage_s": stage_seconds(batches)}
-
-    def per_token_loss(self, logp_BRV: torch.Tensor, shard: TrajectoryBatch) -> torch.Tensor:
-        o, dev = self.objective, logp_BRV.device
-        if o.kind == "sampled_token":
-            old_BR = torch.as_tensor(shard.student_logp_BR, device=dev)
-            adv_BR = obj.sampled_token_advantage(old_BR, torch.as_tensor(shard.teacher_logp_BR, device=dev))
-            new_BR = gather_BR(logp_BRV, shard.response_ids_BR)
-            return obj.ppo_clipped_loss(new_BR, old_BR, adv_BR, o.clip_low, o.clip_high, o.dual_clip)
-        old_BRK = torch.as_tensor(shard.student_topk_logp_BRK, device=dev)
-        adv_BRK = obj.student_topk_advantage(old_BRK, torch.as_tensor(shard.teacher_logp_at_student_topk_BRK,
-                                                                      device=dev))
-        new_BRK = gather_BRK(logp_BRV, shard.student_topk_ids_BRK)
-        return obj.ppo_clipped_loss(new_BRK, old_BRK, adv_BRK, o.clip_low, o.clip_high, o.dual_clip).sum(-1)
+            sums = diagnostic_sums(logp_BRV.detach(), tensors, shard)
+        sums["loss"] = [float(obj.token_mean(loss_BR.detach(), mask_BR, 1.0)), float(mask_BR.sum())]
+        sums["grad_norm"] = [float(self.engine.get_global_grad_norm() or 0.0), 1.0]  # global: same on every rank
+        return {"sums": sums, "traj_ids": shard.traj_ids, "stage_s": stage_seconds(batches),
+                "tokens": float(mask_BR.sum())}
 
     def save_pretrained(self, path: str, tokenizer_path: str) -> str | None:
         """Export the student as a Hugging Face folder (safetensors + tokenizer); rank 0 writes."""
@@ -149,24 +140,6 @@ class DeepSpeedLearner:
         self.optimizer_steps = int(client["optimizer_steps"])
         torch.set_rng_state(client["torch_rng"])
         return self.optimizer_steps
-
-
-def shard_metric_sums(shard: TrajectoryBatch, logp_BRV: torch.Tensor, mask_BR: torch.Tensor) -> dict[str, float]:
-    """Sums over this shard's valid tokens; the group divides by the global token count."""
-    m = shard.response_mask_BR
-    s_ids, t_ids = shard.student_topk_ids_BRK, shard.teacher_topk_ids_BRK
-    per_token = {
-        "reverse_kl": shard.student_logp_BR - shard.teacher_logp_BR,  # sampled estimator of KL(p || q)
-        "overlap_ratio": diag.overlap_ratio_BR(s_ids, t_ids),
-        "overlap_mass_student": diag.overlap_mass_BR(s_ids, shard.student_topk_logp_BRK, t_ids),
-        "overlap_mass_teacher": diag.overlap_mass_BR(t_ids, shard.teacher_topk_logp_BRK, s_ids),
-        "entropy_student": diag.entropy_BR(logp_BRV).cpu().numpy(),
-        "entropy_teacher": shard.teacher_entropy_BR.astype(np.float32),
-    }
-    sums = {name: float((values * m).sum()) for name, values in per_token.items()}
-    sums["entropy_gap"] = float((np.abs(per_token["entropy_teacher"] - per_token["entropy_student"]) * m).sum())
-    sums["tokens"] = float(m.sum())
-    return sums
 
 
 def stage_seconds(batches: list[TrajectoryBatch]) -> dict[str, float]:

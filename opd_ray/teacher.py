@@ -9,16 +9,17 @@ import torch
 from opd_ray.diagnostics import entropy_BR
 from opd_ray.hf_models import load_model, load_tokenizer
 from opd_ray.sampling import decode_responses, sample
-from opd_ray.scoring import gather_BR, gather_BRK, response_logits, to_f32
+from opd_ray.scoring import gather_BR, gather_BRK, response_logits
 from opd_ray.trajectory import TrajectoryBatch
 
 
 class HFTeacher:
     def __init__(self, model_path: str, *, top_k: int, temperature: float, max_new_tokens: int,
-                 trust_remote_code: bool = False):
+                 logprob_dtype: str = "float16", ship_full_vocab: bool = False, trust_remote_code: bool = False):
         self.model = load_model(model_path, trust_remote_code)
         self.tokenizer = load_tokenizer(model_path, trust_remote_code)
-        self.top_k, self.temperature, self.max_new_tokens = top_k, temperature, max_new_tokens
+        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.payload = TeacherPayload(top_k, logprob_dtype, ship_full_vocab)
 
     @torch.no_grad()
     def score(self, batch: TrajectoryBatch) -> TrajectoryBatch:
@@ -28,21 +29,42 @@ class HFTeacher:
                                      batch.response_ids_BR, batch.response_mask_BR)
         logp_BRV = torch.log_softmax(logits_BRV / self.temperature, dim=-1)
         check_finite(logp_BRV, batch.response_mask_BR)
-        top_logp, top_ids = logp_BRV.topk(min(self.top_k, logp_BRV.shape[-1]), dim=-1)
-        return batch.with_teacher(
-            teacher_logp_BR=to_f32(gather_BR(logp_BRV, batch.response_ids_BR)),
-            teacher_logp_at_student_topk_BRK=to_f32(gather_BRK(logp_BRV, batch.student_topk_ids_BRK)),
-            teacher_topk_ids_BRK=top_ids.to(torch.int32).numpy(),
-            teacher_topk_logp_BRK=top_logp.numpy().astype(np.float16),
-            teacher_entropy_BR=entropy_BR(logp_BRV).numpy().astype(np.float16),
-            stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0},
-        )
+        return batch.with_teacher(**self.payload.fields(logp_BRV, batch),
+                                  stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
         tok = self.tokenizer
         out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_token_id,
                      pad_id=tok.pad_token_id, seeds=None)
         return decode_responses(tok, out)
+
+
+class TeacherPayload:
+    """What a teacher ships per response position, from its full log-prob tensor: log-probs of the sampled
+    token and at the student's top-k ids, its own top-k (ids int32), its entropy, and optionally the whole
+    distribution. Log-probs travel in `logprob_dtype`: float16 halves the bytes; its relative rounding error
+    (2^-11) is bounded in tests/opd_ray/test_objectives.py.
+    """
+
+    def __init__(self, top_k: int, logprob_dtype: str, ship_full_vocab: bool):
+        self.top_k, self.ship_full_vocab = top_k, ship_full_vocab
+        self.dtype = {"float16": np.float16, "float32": np.float32}[logprob_dtype]
+
+    def fields(self, logp_BRV: torch.Tensor, batch: TrajectoryBatch) -> dict[str, np.ndarray]:
+        valid_BR = torch.as_tensor(batch.response_mask_BR)
+        logp_BRV = torch.where(valid_BR[..., None], logp_BRV, torch.zeros_like(logp_BRV))  # padding: no -inf/NaN
+        top_logp, top_ids = logp_BRV.topk(min(self.top_k, logp_BRV.shape[-1]), dim=-1)
+        pack = lambda t: t.detach().float().cpu().numpy().astype(self.dtype)  # noqa: E731
+        out = {
+            "teacher_logp_BR": pack(gather_BR(logp_BRV, batch.response_ids_BR)),
+            "teacher_logp_at_student_topk_BRK": pack(gather_BRK(logp_BRV, batch.student_topk_ids_BRK)),
+            "teacher_topk_ids_BRK": top_ids.to(torch.int32).numpy(),
+            "teacher_topk_logp_BRK": pack(top_logp),
+            "teacher_entropy_BR": pack(entropy_BR(logp_BRV.double())),
+        }
+        if self.ship_full_vocab:
+            out["teacher_full_logp_BRV"] = pack(logp_BRV)
+        return out
 
 
 def check_finite(logp_BRV: torch.Tensor, mask_BR: np.ndarray) -> None:

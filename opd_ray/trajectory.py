@@ -2,7 +2,8 @@
 
 Arrays are numpy with shape suffixes: B rows (trajectories), P prompt positions (left-padded),
 R response positions (right-padded), K top-k entries. Compact dtypes: ids int32, masks bool,
-log-probs float32 where they enter the loss, float16 for the teacher's own top-k (diagnostics only).
+student log-probs float32; the teacher's log-probs in `teacher.logprob_dtype` (float16 by default: the
+compact payload, see `payload_bytes_per_token`).
 """
 from __future__ import annotations
 
@@ -25,11 +26,16 @@ class TrajectoryBatch:
     student_topk_ids_BRK: np.ndarray  # int32
     student_topk_logp_BRK: np.ndarray  # float32
     # filled in by the teacher
-    teacher_logp_BR: np.ndarray | None = None  # float32, sampled token
-    teacher_logp_at_student_topk_BRK: np.ndarray | None = None  # float32
+    outcome_correct_B: np.ndarray | None = None  # bool, the verifier's judgement of each response
+    # filled in by the teacher (log-probs in teacher.logprob_dtype)
+    teacher_logp_BR: np.ndarray | None = None  # sampled token
+    teacher_logp_at_student_topk_BRK: np.ndarray | None = None
     teacher_topk_ids_BRK: np.ndarray | None = None  # int32
-    teacher_topk_logp_BRK: np.ndarray | None = None  # float16
-    teacher_entropy_BR: np.ndarray | None = None  # float16
+    teacher_topk_logp_BRK: np.ndarray | None = None
+    teacher_entropy_BR: np.ndarray | None = None
+    teacher_full_logp_BRV: np.ndarray | None = None  # only for objectives that need the whole distribution
+    # filled in by the learner: verifier reward minus the step's batch mean (objective.outcome_weight)
+    outcome_advantage_B: np.ndarray | None = None
     stage_s: dict[str, float] = field(default_factory=dict)  # compute seconds per stage, for the step timer
 
     def __len__(self) -> int:
@@ -48,6 +54,12 @@ class TrajectoryBatch:
     def with_teacher(self, **teacher_fields: np.ndarray) -> "TrajectoryBatch":
         return replace(self, **teacher_fields)
 
+    def payload_bytes_per_token(self) -> float:
+        """Bytes the teacher adds to the batch, per valid response token (padding included in the bytes)."""
+        teacher_bytes = sum(getattr(self, f.name).nbytes for f in fields(self)
+                            if f.name.startswith("teacher_") and getattr(self, f.name) is not None)
+        return teacher_bytes / max(int(self.response_mask_BR.sum()), 1)
+
 
 def concat(batches: list[TrajectoryBatch]) -> TrajectoryBatch:
     """Join batches sampled at one policy version; pads P and R to the widest."""
@@ -59,6 +71,9 @@ def concat(batches: list[TrajectoryBatch]) -> TrajectoryBatch:
     for f in fields(TrajectoryBatch):
         arrays = [getattr(b, f.name) for b in batches]
         if not isinstance(arrays[0], np.ndarray):
+            continue
+        if arrays[0].ndim == 1:  # per-row values (_B)
+            out[f.name] = np.concatenate(arrays)
             continue
         left = f.name.endswith("_BP")  # prompts are left-padded
         width = max(a.shape[1] for a in arrays)

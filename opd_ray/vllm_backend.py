@@ -23,11 +23,10 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # otherwise every weight
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from opd_ray.diagnostics import entropy_BR  # noqa: E402
 from opd_ray.hf_models import load_tokenizer  # noqa: E402
 from opd_ray.rollout import StaleEngineError  # noqa: E402
 from opd_ray.sampling import left_pad, trajectory_seed  # noqa: E402
-from opd_ray.scoring import to_f32  # noqa: E402
+from opd_ray.teacher import TeacherPayload  # noqa: E402
 from opd_ray.trajectory import TrajectoryBatch, TrajId  # noqa: E402
 
 
@@ -122,11 +121,13 @@ def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
 
 class VLLMTeacher:
     def __init__(self, model_path: str, *, top_k: int, temperature: float, max_new_tokens: int,
-                 max_model_len: int = 128, trust_remote_code: bool = False):
+                 max_model_len: int = 128, logprob_dtype: str = "float16", ship_full_vocab: bool = False,
+                 trust_remote_code: bool = False):
         self.llm = make_llm(model_path, max_model_len, 0, trust_remote_code, "raw_logprobs")
         self.tokenizer = load_tokenizer(model_path, trust_remote_code)
         self.vocab = self.llm.llm_engine.model_config.get_vocab_size()
-        self.top_k, self.temperature, self.max_new_tokens = top_k, temperature, max_new_tokens
+        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.payload = TeacherPayload(top_k, logprob_dtype, ship_full_vocab)
 
     def full_logp_BRV(self, batch: TrajectoryBatch) -> torch.Tensor:
         """Teacher log-probs over the whole vocabulary at every response position (-inf on padding)."""
@@ -150,18 +151,8 @@ class VLLMTeacher:
     def score(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         t0 = time.perf_counter()
         logp_BRV = self.full_logp_BRV(batch)
-        valid = torch.as_tensor(batch.response_mask_BR)
-        safe_BRV = torch.where(valid[..., None], logp_BRV, torch.zeros_like(logp_BRV))  # padding: no NaN
-        top_logp, top_ids = safe_BRV.topk(min(self.top_k, self.vocab), dim=-1)
-        gather = lambda ids: safe_BRV.gather(-1, torch.as_tensor(ids).long())  # noqa: E731
-        return batch.with_teacher(
-            teacher_logp_BR=to_f32(gather(batch.response_ids_BR[..., None])[..., 0]),
-            teacher_logp_at_student_topk_BRK=to_f32(gather(batch.student_topk_ids_BRK)),
-            teacher_topk_ids_BRK=top_ids.to(torch.int32).numpy(),
-            teacher_topk_logp_BRK=top_logp.numpy().astype(np.float16),
-            teacher_entropy_BR=(entropy_BR(logp_BRV.double()).nan_to_num(0.0) * valid).numpy().astype(np.float16),
-            stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0},
-        )
+        return batch.with_teacher(**self.payload.fields(logp_BRV, batch),
+                                  stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
         from vllm import SamplingParams

@@ -63,7 +63,7 @@ def test_fingerprint_ignores_run_length_but_not_the_objective():
     longer = config_fingerprint(load_config(LAB_CFG, ["run.steps=999", "pipeline.learner_timeout_s=5"]))
     assert config_differences(base, longer) == []
     other = config_fingerprint(load_config(LAB_CFG, ["objective.kind=sampled_token"]))
-    assert config_differences(base, other) == ['objective.kind: "student_topk" -> "sampled_token"']
+    assert config_differences(base, other) == ['objective.kind: "topk" -> "sampled_token"']
     json.dumps(base)  # stored in state.json
 
 

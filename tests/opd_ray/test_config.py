@@ -24,7 +24,7 @@ def test_every_config_loads(path):
     ("objective.bogus=1", "objective.bogus"),  # unknown key
     ("run.steps=many", "run.steps"),  # wrong type
     ("run.steps=0", "run.steps"),  # impossible value
-    ("objective.kind=forward_kl", "objective.kind"),
+    ("objective.kind=reverse_kl", "objective.kind"),
     ("learner.zero_stage=4", "learner.zero_stage"),
     ("rollout.max_new_tokens=500", "rollout.max_new_tokens"),  # prompt + response longer than the context
     ("model.student=/nonexistent/model", "model.student"),

@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         if module_available(module_name):
             importlib.import_module(module_name).add_arguments(sub_parser)
     args = parser.parse_args(argv)
-    return int(importlib.import_module(args.module_name).main(args) or 0)
+    try:
+        return int(importlib.import_module(args.module_name).main(args) or 0)
+    except (FileNotFoundError, ValueError) as err:  # bad input: one line naming the problem, no traceback
+        print(f"opd-ray {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 def module_available(module_name: str) -> bool:

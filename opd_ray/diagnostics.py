@@ -49,7 +49,7 @@ def overlap_token_advantage_BR(student_ids_BRK: np.ndarray, student_logp_BRK: np
 def _log_renormalise(logp_BRK: np.ndarray, keep_BRK: np.ndarray) -> np.ndarray:
     logp = np.maximum(logp_BRK.astype(np.float64), -100.0)
     top = np.max(np.where(keep_BRK, logp, -1e300), axis=-1, keepdims=True)
-    log_norm = top + np.log(np.maximum(np.where(keep_BRK, np.exp(logp - top), 0.0).sum(-1, keepdims=True), 1e-300))
+    log_norm = top + np.log(np.maximum(np.exp(np.where(keep_BRK, logp - top, -np.inf)).sum(-1, keepdims=True), 1e-300))
     return np.where(keep_BRK, logp - log_norm, 0.0)  # 0 off the set: callers mask it, and no inf - inf
 
 

@@ -80,6 +80,7 @@ def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBa
     per_token = {
         "reverse_kl": shard.student_logp_BR - shard.teacher_logp_BR.astype(np.float32),
         "overlap_ratio": diag.overlap_ratio_BR(s_ids, t_ids),
+        "top1_agreement": s_ids[..., 0] == t_ids[..., 0],  # top-k lists are sorted, most likely first
         "overlap_mass_student": diag.overlap_mass_BR(s_ids, s_logp, t_ids),
         "overlap_mass_teacher": diag.overlap_mass_BR(t_ids, t_logp, s_ids),
         "entropy_student": entropy_student_BR,

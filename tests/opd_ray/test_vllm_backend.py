@@ -17,7 +17,7 @@ def engines(tiny_lab):
     from tests.conftest import LAB
 
     rollout = VLLMRollout(str(LAB / "student"), max_new_tokens=40, temperature=1.0, top_k=4, run_seed=0)
-    teacher = VLLMTeacher(str(LAB / "teacher"), top_k=4, temperature=1.0, max_new_tokens=40)
+    teacher = VLLMTeacher(str(LAB / "teacher"), top_k=4, temperature=1.0, max_new_tokens=40, logprob_dtype="float32")
     return rollout, teacher
 
 
@@ -57,7 +57,8 @@ def test_teacher_scores_agree_with_hf_teacher(engines):
     rollout, teacher = engines
     batch = rollout.generate(prompts(rollout.tokenizer), [(0, i, 1) for i in range(16)], 0)
     got = teacher.score(batch)
-    want = HFTeacher(str(LAB / "teacher"), top_k=4, temperature=1.0, max_new_tokens=40).score(batch)
+    want = HFTeacher(str(LAB / "teacher"), top_k=4, temperature=1.0, max_new_tokens=40,
+                     logprob_dtype="float32").score(batch)  # fp32: compare engines, not fp16 rounding
     m = batch.response_mask_BR
     np.testing.assert_allclose(got.teacher_logp_BR[m], want.teacher_logp_BR[m], atol=TOL)
     # log-probs far below the top are rounded in absolute terms: compare where the teacher gives >= 1e-6

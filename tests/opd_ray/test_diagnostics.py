@@ -7,6 +7,10 @@ import torch
 from opd_ray import diagnostics as diag
 
 
+def random_logp(rng, shape):
+    return torch.log_softmax(torch.tensor(rng.normal(size=shape) * 2), -1).numpy()
+
+
 def topk(logp, k):
     ids = np.argsort(-logp, axis=-1)[..., :k]
     return ids.astype(np.int32), np.take_along_axis(logp, ids, -1)
@@ -15,8 +19,7 @@ def topk(logp, k):
 def test_overlap_ratio_and_mass_match_sets():
     rng = np.random.default_rng(0)
     B, R, V, K = 4, 6, 12, 4
-    p = torch.log_softmax(torch.tensor(rng.normal(size=(B, R, V)) * 2), -1).numpy()
-    q = torch.log_softmax(torch.tensor(rng.normal(size=(B, R, V)) * 2), -1).numpy()
+    p, q = random_logp(rng, (B, R, V)), random_logp(rng, (B, R, V))
     sp_ids, sp_lp = topk(p, K)
     sq_ids, sq_lp = topk(q, K)
     ratio = diag.overlap_ratio_BR(sp_ids, sq_ids)
@@ -59,8 +62,7 @@ def test_overlap_token_advantage_matches_sets():
     """Eq. 7 with p̄, q̄ renormalised on S_p ∩ S_q; positions without a shared token have no value."""
     rng = np.random.default_rng(1)
     B, R, V, K = 3, 7, 10, 3
-    p = torch.log_softmax(torch.tensor(rng.normal(size=(B, R, V)) * 2), -1).numpy()
-    q = torch.log_softmax(torch.tensor(rng.normal(size=(B, R, V)) * 2), -1).numpy()
+    p, q = random_logp(rng, (B, R, V)), random_logp(rng, (B, R, V))
     sp_ids, sp_lp = topk(p, K)
     sq_ids, _ = topk(q, K)
     q_at_sp = np.take_along_axis(q, sp_ids, -1)
@@ -83,8 +85,7 @@ def test_overlap_token_advantage_matches_sets():
 
 def test_p_minus_q_at_the_largest_advantage():
     rng = np.random.default_rng(2)
-    p = torch.log_softmax(torch.tensor(rng.normal(size=(2, 4, 8)) * 2), -1).numpy()
-    q = torch.log_softmax(torch.tensor(rng.normal(size=(2, 4, 8)) * 2), -1).numpy()
+    p, q = random_logp(rng, (2, 4, 8)), random_logp(rng, (2, 4, 8))
     ids, p_top = topk(p, 3)
     q_at = np.take_along_axis(q, ids, -1)
     got = diag.p_minus_q_at_max_advantage_BR(p_top, q_at)

@@ -151,7 +151,6 @@ def figure_optimisation(plt, run: RunData, window: int):
     plot_lines(axes[1, 0], run, {"reverse_kl": "sampled reverse KL"}, window, "nats / token")
     plot_lines(axes[1, 1], run, {"overlap_token_advantage": "overlap-token advantage",
                                  "p_minus_q_at_max_adv": "p - q at max |advantage|"}, window, "value")
-    fig.tight_layout()
     return fig
 
 
@@ -188,7 +187,6 @@ def figure_accuracy(plt, run: RunData, window: int):
     right.set_ylabel("teacher-continued - student accuracy")
     if right.get_legend_handles_labels()[0]:
         right.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -206,7 +204,6 @@ def figure_compare(plt, runs: list[RunData], window: int):
     axes[2].bar(range(len(runs)), recoveries)
     axes[2].set_xticks(range(len(runs)), [r.name for r in runs], rotation=30, fontsize=7, ha="right")
     axes[2].set_title("gap recovery")
-    fig.tight_layout()
     return fig
 
 
@@ -235,6 +232,7 @@ def write_report(run_dir: Path, compare: list[Path] = (), window: int = 9) -> Pa
 
 def save(fig, plt, path: Path, title: str) -> Path:
     fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

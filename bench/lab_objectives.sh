@@ -16,3 +16,8 @@ for name in $RUNS; do
   HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $PY launch/opd_job.py --config configs/lab_cpu.yaml \
     run.name="obj-$name" run.out_dir=runs/objectives ${ARGS[$name]}
 done
+# the side-by-side table (docs/objectives.md) and a comparison figure in the first run's report
+latest() { ls -d runs/objectives/obj-"$1"-* | tail -1; }
+mapfile -t DIRS < <(for name in $RUNS; do latest "$name"; done)
+$PY bench/summarize_runs.py "${DIRS[@]}" --json bench/results/lab_objectives.json
+$PY -m opd_ray.cli report "${DIRS[0]}" --compare "${DIRS[@]:1}"

@@ -2,7 +2,7 @@
 
 Fed once per step from the controller's metrics dict (see controller.opd_step), by MetricsSink. Ray prefixes
 every name with `ray_`: `opd_queue_depth` is scraped as `ray_opd_queue_depth`. Each series carries a `run`
-tag (the run directory's name), so several runs on one cluster stay apart. docs/monitoring.md says how to
+tag (the run directory's name), so several runs on one cluster stay apart. docs/cluster.md says how to
 see them (Prometheus + Grafana pointed at the head). Importing this module does not start Ray.
 """
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""Slurm -> Ray -> OPD: `sbatch launch/slurm/opd.sbatch` on a real one-node Slurm (launch/slurm/dev_cluster.sh).
+
+The batch script starts a Ray head through srun, submits launch/opd_job.py with `ray job submit`, follows the
+logs, stops its Ray and exits with the job's status; `sbatch --wait` hands that status back here.
+CI (.ci/run) installs and starts Slurm first and sets OPD_REQUIRE_SLURM=1, so a missing Slurm fails there;
+on a developer machine without `sbatch` the test is skipped, saying how to get it.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV_CLUSTER = ROOT / "launch" / "slurm" / "dev_cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm_conf() -> str:
+    if shutil.which("sbatch") is None:
+        if os.environ.get("OPD_REQUIRE_SLURM") == "1":
+            pytest.fail("sbatch not found, and OPD_REQUIRE_SLURM=1: run `launch/slurm/dev_cluster.sh start` as root")
+        pytest.skip("no Slurm here: `sudo launch/slurm/dev_cluster.sh start` installs (Debian) and starts one")
+    started = subprocess.run([str(DEV_CLUSTER), "start"], capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-3000:]
+    return started.stdout.strip().splitlines()[-1]
+
+
+def test_sbatch_runs_opd_through_ray_and_returns_its_status(slurm_conf, tiny_lab, tmp_path):
+    out_dir = tmp_path / "runs"
+    env = {**os.environ, "SLURM_CONF": slurm_conf, "HOME": str(tmp_path), "OPD_PYTHON": sys.executable,
+           "RAY_AUTH_MODE": "token"}  # a private home: the batch script generates its own token there
+    env.pop("RAY_AUTH_TOKEN", None)
+    sbatch = ["sbatch", "--wait", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=2",
+              "--time=20", str(ROOT / "launch" / "slurm" / "opd.sbatch"),
+              "--config", "configs/lab_cpu.yaml", f"model.student={tiny_lab / 'student'}",
+              f"model.teacher={tiny_lab / 'teacher'}", "run.steps=2", "data.prompts_per_step=8", "data.eval_size=8",
+              "rollout.max_new_tokens=16", "ckpt.export_hf=false", f"run.out_dir={out_dir}"]
+    job = subprocess.run(sbatch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    logs = list(tmp_path.glob("slurm-*.out"))
+    log = logs[0].read_text() if logs else ""
+    assert job.returncode == 0, job.stderr[-2000:] + log[-4000:]
+    assert "all 1 node(s) joined" in log and "job opd-slurm-" in log and ": succeeded" in log, log[-4000:]
+    summary = json.loads(next(out_dir.glob("*/summary.json")).read_text())
+    assert summary["steps"] == 2
+
+
+def test_a_failing_job_fails_the_slurm_job(slurm_conf, tmp_path):
+    env = {**os.environ, "SLURM_CONF": slurm_conf, "HOME": str(tmp_path), "OPD_PYTHON": sys.executable}
+    env.pop("RAY_AUTH_TOKEN", None)
+    sbatch = ["sbatch", "--wait", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=2", "--time=10",
+              str(ROOT / "launch" / "slurm" / "opd.sbatch"), "--config", "configs/lab_cpu.yaml", "run.steps=0"]
+    job = subprocess.run(sbatch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    log = next(tmp_path.glob("slurm-*.out")).read_text()
+    assert job.returncode != 0, log[-3000:]
+    assert "run.steps: must be >= 1" in log and ": failed" in log, log[-3000:]

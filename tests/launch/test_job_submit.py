@@ -2,32 +2,79 @@
 
 The head gets a private temp dir and free ports, keeps Ray 2.60's token authentication on, and is stopped by
 killing its own process group (never `ray stop`, which would kill every Ray process on the machine).
+While the job runs, the test scrapes the head's Prometheus endpoint (`--metrics-export-port`), as Prometheus
+would, and checks every pipeline metric of opd_ray/ray_metrics.py shows up with a plausible value.
 """
 import json
+import math
 import subprocess
+import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.launch.ray_head import RAY, opd_job_args, ray_head
 
+# Prometheus series -> a check of its value (max_staleness=1: one batch sampled ahead, at most 1 version old)
+EXPECTED = {
+    "ray_opd_queue_depth": lambda v: 0 <= v <= 2,
+    "ray_opd_trajectory_age_versions": lambda v: 0 <= v <= 1,
+    "ray_opd_policy_version": lambda v: v >= 1,
+    "ray_opd_overlap_ratio": lambda v: 0 < v <= 1,
+    "ray_opd_reverse_kl": lambda v: 0 <= v < 50,
+    "ray_opd_teacher_latency_s_count": lambda v: v >= 1,
+    "ray_opd_teacher_latency_s_sum": lambda v: 0 < v < 300,
+    "ray_opd_weight_sync_s_count": lambda v: v >= 1,
+    "ray_opd_weight_sync_s_sum": lambda v: 0 < v < 300,
+    "ray_opd_steps_total": lambda v: v >= 1,
+    "ray_opd_tokens_total": lambda v: v > 0,
+    **{f"ray_opd_tokens_per_s[{role}]": lambda v: 0 < v < 1e8 for role in ("rollout", "teacher", "learner", "pipeline")},
+}
 
-@pytest.fixture
-def head(tmp_path):
-    with ray_head(tmp_path) as started:
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    # Export metrics every second instead of every 10 s, so a short job shows up while it runs.
+    with ray_head(tmp_path_factory.mktemp("home"), {"RAY_metrics_report_interval_ms": "1000"}) as started:
         yield started
 
 
-def test_job_submit_runs_opd_to_completion(head, tmp_path):
+def scrape(port: int) -> dict[str, float]:
+    """{series: value} of the opd metrics; tokens/s is keyed by role, e.g. ray_opd_tokens_per_s[teacher]."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    except OSError:
+        return {}
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("ray_opd_") and math.isfinite(sample.value):
+                role = sample.labels.get("role")
+                found[f"{sample.name}[{role}]" if role else sample.name] = sample.value
+    return found
+
+
+def test_job_submit_runs_opd_to_completion_with_metrics_on_the_head(head, tmp_path):
     out_dir = tmp_path / "runs"
-    cmd = [RAY, "job", "submit", "--address", head.address, "--",
-           *opd_job_args("run.steps=2", "data.eval_size=16", "data.prompts_per_step=8", f"run.out_dir={out_dir}")]
-    job = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=900)
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    assert "succeeded" in job.stdout
+    cmd = [RAY, "job", "submit", "--address", head.address, "--", *opd_job_args(
+        "run.steps=4", "data.eval_size=16", "data.prompts_per_step=8", "pipeline.max_staleness=1",
+        f"run.out_dir={out_dir}")]
+    job = subprocess.Popen(cmd, env=head.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: dict[str, float] = {}
+    deadline = time.time() + 900
+    while job.poll() is None and time.time() < deadline and len(seen) < len(EXPECTED):
+        seen.update({k: v for k, v in scrape(head.metrics_port).items() if k in EXPECTED and EXPECTED[k](v)})
+        time.sleep(1)
+    log = job.communicate(timeout=900)[0]
+    assert job.returncode == 0, log[-3000:]
+    assert "succeeded" in log
     summaries = list(out_dir.glob("*/summary.json"))
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
-    assert summary["steps"] == 2 and 0.0 <= summary["student_after"] <= 1.0
+    assert summary["steps"] == 4 and 0.0 <= summary["student_after"] <= 1.0
+    missing = sorted(set(EXPECTED) - set(seen))
+    assert not missing, f"no plausible value for {missing}; seen {seen}"
 
 
 def test_submission_without_the_token_is_refused(head, tmp_path):

@@ -49,6 +49,10 @@ class LearnerGroup:
     def train_step_refs(self, scored_refs):
         return [r.train_step.remote(*scored_refs) for r in self.ranks]
 
+    def sft_step_refs(self, batch_ref):
+        """One supervised step (cold start): every rank takes its shard of the same batch."""
+        return [r.sft_step.remote(batch_ref) for r in self.ranks]
+
     def save_pretrained_refs(self, path: str, tokenizer_path: str):
         """Every rank joins (the ZeRO-3 gather is a collective); rank 0 writes the folder."""
         return [r.save_pretrained.remote(path, tokenizer_path) for r in self.ranks]

@@ -24,6 +24,9 @@ class LearnerRank:
     def train_step(self, *batches):
         return self.learner.train_step(list(batches))
 
+    def sft_step(self, batch):
+        return self.learner.sft_step(batch)
+
     def full_state_dict(self):
         return self.learner.full_state_dict()
 

@@ -18,12 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import ray  # noqa: E402
 
-from actors.group import create_actors  # noqa: E402
-from opd_ray import controller, resume  # noqa: E402
+from actors.group import LearnerGroup, create_actors  # noqa: E402
+from actors.placement import Placement  # noqa: E402
+from actors.rollout import RolloutEngine  # noqa: E402
+from opd_ray import cold_start, controller, resume  # noqa: E402
 from opd_ray.checkpoint import (CheckpointDir, ResumeError, config_differences, config_fingerprint,  # noqa: E402
                                 find_resume_checkpoint, read_state)
 from opd_ray.config import ConfigError, OPDConfig, load_config, to_yaml  # noqa: E402
-from opd_ray.data import PromptStream, lab_eval_prompts, lab_train_prompts  # noqa: E402
+from opd_ray.data import PromptStream, lab_eval_prompts  # noqa: E402
 from opd_ray.evaluation import evaluate, gap_recovery, greedy_texts, teacher_continuation_advantage  # noqa: E402
 from opd_ray.hf_models import load_tokenizer  # noqa: E402
 from opd_ray.metrics import MetricsSink  # noqa: E402
@@ -57,6 +59,11 @@ def check_resume_config(checkpoint: Path, cfg: OPDConfig, allow_change: bool) ->
     print(f"[opd] resuming with a changed config:\n  {listing}", flush=True)
 
 
+def start_engine(cfg: OPDConfig, name: str):
+    """A rollout engine serving cfg.model.student (the cold start uses one for the teacher's answers)."""
+    return RolloutEngine.options(name=name, **Placement(cfg).options("rollout", 0)).remote(cfg, 0)
+
+
 def continuation_eval(actors, prompts: list[str], tokenizer, cfg: OPDConfig) -> dict[str, float]:
     """Teacher-continuation advantage on the hard set, per prefix depth (data.continuation_depths)."""
     timeout = cfg.pipeline.rollout_timeout_s
@@ -81,7 +88,7 @@ def evaluate_before(actors, eval_sets, tokenizer, cfg: OPDConfig, run_dir: Path)
 def run(cfg: OPDConfig, run_dir: Path, resume_from: Path | None = None, name_prefix: str = "") -> dict:
     t_start = time.time()
     tokenizer = load_tokenizer(cfg.model.student, cfg.model.trust_remote_code)
-    stream = PromptStream(lab_train_prompts(cfg.data, cfg.run.seed), cfg.data.samples_per_prompt, cfg.run.seed)
+    stream = PromptStream(cold_start.opd_prompts(cfg), cfg.data.samples_per_prompt, cfg.run.seed)
     eval_sets = lab_eval_prompts(cfg.data.eval_size)
     ckpt = CheckpointDir(run_dir / "checkpoints", cfg.ckpt.keep_last)
     for partial in ckpt.clean_partial():
@@ -143,7 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = resume_from.parent.parent if resume_from else make_run_dir(cfg)
     print(f"[opd] run directory: {run_dir}", flush=True)
     connect_ray()
+    stage = None
+    if "cold_start" in cfg.stages:  # SFT on the teacher's filtered answers; OPD then starts from that student
+        cfg, stage = cold_start.run_stage(cfg, run_dir, load_tokenizer(cfg.model.student), start_engine, LearnerGroup)
+        if "opd" not in cfg.stages:
+            return 0
     summary = run(cfg, run_dir, resume_from)
+    if stage is not None:
+        summary = cold_start.merge_summary(summary, stage, run_dir)
+        print(f"[opd] cold start + OPD from the original student {stage['student_before']:.3f}: gap recovery "
+              f"{summary['gap_recovery_from_original']:.1%}", flush=True)
     print(f"[opd] hard-set accuracy: student {summary['student_before']:.3f} -> {summary['student_after']:.3f} "
           f"(teacher {summary['teacher']:.3f}); gap recovery {summary['gap_recovery']:.1%}; "
           f"easy {summary['student_easy_before']:.3f} -> {summary['student_easy_after']:.3f}; "

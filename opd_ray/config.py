@@ -17,6 +17,8 @@ from opd_ray.objectives import FULL_VOCAB_KINDS, OBJECTIVES, SUPPORTS, WEIGHTS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("hf", "vllm")
 PLACEMENT_STRATEGIES = ("", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+STAGE_ORDERS = (["opd"], ["cold_start", "opd"], ["cold_start"])  # cold_start alone: only the SFT'd student
+QUERY_FIELD = "{q}"
 
 
 class ConfigError(ValueError):
@@ -52,6 +54,7 @@ class DataConfig:
     prompts_per_step: int = 64
     samples_per_prompt: int = 1
     max_prompt_tokens: int = 24
+    prompt_template: str = "{q}"  # OPD prompts are rendered as this, {q} = the task's prompt (opd_ray/prompts.py)
 
 
 @dataclass
@@ -137,6 +140,23 @@ class PlacementConfig:
 
 
 @dataclass
+class ColdStartConfig:
+    """Off-policy cold start (`stages: [cold_start, opd]`, shared/paper-notes.md §3.1): the teacher answers
+    `prompts` prompts, the rejection filters drop bad answers, the learner group SFT-trains the student on the rest;
+    OPD then starts from that student, on prompts deduplicated against these."""
+    prompts: int = 2048
+    n_terms: list[int] = field(default_factory=lambda: [2, 5])  # lab: difficulty range of the SFT prompts
+    temperature: float = 0.7  # the paper's teacher sampling temperature for cold-start data
+    max_new_tokens: int = 56
+    retries: int = 3  # prompts whose answers were rejected are sampled again, this many times
+    filters: str = "lab"  # rejection thresholds: "lab" (scaled to short texts) or "paper" (opd_ray/filters.py)
+    steps: int = 150  # SFT optimizer steps
+    batch_size: int = 64
+    lr: float = 5e-4  # reached after a linear warm-up over the first 10% of the steps
+    dedup_threshold: float = 1.0  # OPD vs SFT prompts: 1.0 exact only; < 1 also near-duplicates (cosine)
+
+
+@dataclass
 class OPDConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -148,6 +168,8 @@ class OPDConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
+    stages: list[str] = field(default_factory=lambda: ["opd"])  # in order; see STAGES
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
@@ -203,6 +225,7 @@ def validate(cfg: OPDConfig) -> None:
         _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
                "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
     validate_placement(cfg.placement)
+    validate_stages(cfg)
     _check(all(0.0 <= d < 1.0 for d in cfg.data.continuation_depths), "data.continuation_depths",
            f"each depth must be in [0, 1), got {cfg.data.continuation_depths}")
     _check(cfg.data.task == "lab_arith", "data.task", f"only 'lab_arith' is available, got {cfg.data.task!r}")
@@ -228,6 +251,26 @@ def validate_placement(placement: PlacementConfig) -> None:
             _check(name not in ("CPU", "GPU", "memory"), f"placement.{role}.resources.{name}",
                    "CPUs are rollout/teacher/learner.cpus_per_*, GPUs placement.<role>.num_gpus")
             _check(amount > 0, f"placement.{role}.resources.{name}", f"must be > 0, got {amount}")
+
+
+def validate_stages(cfg: OPDConfig) -> None:
+    _check(list(cfg.stages) in STAGE_ORDERS, "stages", f"must be one of {STAGE_ORDERS}, got {list(cfg.stages)}")
+    c = cfg.cold_start
+    _check(QUERY_FIELD in cfg.data.prompt_template and cfg.data.prompt_template.count(QUERY_FIELD) == 1,
+           "data.prompt_template", f"must contain {QUERY_FIELD!r} once, got {cfg.data.prompt_template!r}")
+    if "cold_start" not in cfg.stages:
+        return
+    for name in ("prompts", "max_new_tokens", "steps", "batch_size"):
+        _check(getattr(c, name) >= 1, f"cold_start.{name}", f"must be >= 1, got {getattr(c, name)}")
+    _check(c.retries >= 0, "cold_start.retries", f"must be >= 0, got {c.retries}")
+    _check(c.temperature > 0, "cold_start.temperature", f"must be > 0, got {c.temperature}")
+    _check(c.lr > 0, "cold_start.lr", f"must be > 0, got {c.lr}")
+    _check(c.filters in ("lab", "paper"), "cold_start.filters", f"must be 'lab' or 'paper', got {c.filters!r}")
+    _check(0.0 < c.dedup_threshold <= 1.0, "cold_start.dedup_threshold", f"must be in (0, 1], got {c.dedup_threshold}")
+    _check(len(c.n_terms) == 2 and 2 <= c.n_terms[0] <= c.n_terms[1], "cold_start.n_terms",
+           f"must be [lo, hi] with 2 <= lo <= hi, got {c.n_terms}")
+    _check(c.batch_size >= cfg.learner.num_ranks, "cold_start.batch_size",
+           f"must be >= learner.num_ranks ({cfg.learner.num_ranks}), got {c.batch_size}")
 
 
 def validate_objective(cfg: OPDConfig) -> None:

@@ -19,7 +19,8 @@ def lab_train_prompts(data: DataConfig, seed: int) -> list[str]:
     problems = sample_problems(10_000 + seed, data.train_prompts - n_easy, tuple(data.train_n_terms))
     problems += sample_problems(20_000 + seed, n_easy, tuple(data.easy_n_terms))
     random.Random(seed).shuffle(problems)
-    return [p.prompt for p in problems if p.prompt not in held_out]
+    template = data.prompt_template  # "{q}" by default; another template tests prompt alignment (docs/recipes.md)
+    return [template.replace("{q}", p.prompt) for p in problems if p.prompt not in held_out]
 
 
 def lab_eval_prompts(eval_size: int) -> dict[str, list[str]]:

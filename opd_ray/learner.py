@@ -16,7 +16,7 @@ from opd_ray.config import LearnerConfig, ObjectiveConfig
 from opd_ray.faults import maybe_fault
 from opd_ray.hf_models import load_model, state_dict_numpy
 from opd_ray.opd_loss import ShardTensors, diagnostic_sums, token_losses
-from opd_ray.scoring import response_logits
+from opd_ray.scoring import gather_BR, response_logits
 from opd_ray.trajectory import TrajectoryBatch, concat
 
 
@@ -91,6 +91,24 @@ class DeepSpeedLearner:
         sums["grad_norm"] = [float(self.engine.get_global_grad_norm() or 0.0), 1.0]  # global: same on every rank
         return {"sums": sums, "traj_ids": shard.traj_ids, "stage_s": stage_seconds(batches),
                 "tokens": float(mask_BR.sum())}
+
+    def sft_step(self, batch: TrajectoryBatch) -> dict:
+        """One supervised step on this rank's shard (the off-policy cold start, opd_ray/cold_start.py):
+        token-mean negative log-likelihood of the responses (the teacher's answers) given their prompts, at
+        temperature 1, with the same global token-mean as `train_step`. Returns the shard's NLL sum and tokens."""
+        n_tokens_global = float(batch.response_mask_BR.sum())
+        shard = batch.rows(slice(self.rank, None, self.world_size))
+        logits_BRV = response_logits(self.engine.module, shard.prompt_ids_BP, shard.prompt_mask_BP,
+                                     shard.response_ids_BR, shard.response_mask_BR)
+        mask_BR = torch.as_tensor(shard.response_mask_BR, device=logits_BRV.device).float()
+        nll_BR = -gather_BR(torch.log_softmax(logits_BRV, dim=-1), shard.response_ids_BR)
+        loss = obj.token_mean(nll_BR, mask_BR, n_tokens_global) * self.world_size
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite SFT loss at optimizer step {self.optimizer_steps + 1}")
+        self.engine.backward(loss)
+        self.engine.step()
+        self.optimizer_steps += 1
+        return {"nll_sum": float(obj.token_mean(nll_BR.detach(), mask_BR, 1.0)), "tokens": float(mask_BR.sum())}
 
     def save_pretrained(self, path: str, tokenizer_path: str) -> str | None:
         """Export the student as a Hugging Face folder (safetensors + tokenizer); rank 0 writes."""

@@ -5,6 +5,11 @@
 Deterministic (fixed seeds, one thread per model); the two models train in parallel processes.
 The student sees mostly easy problems (2-3 terms) and a few hard ones (4-5 terms), so it solves some hard
 problems; the teacher trains on both ranges and solves most. OPD should close that gap.
+
+Two more teachers reproduce the paper's failure conditions (shared/paper-notes.md §3.1-3.2):
+- teacher_samedata: teacher-sized, trained on the student's own mixture only: larger, but no new capability;
+- teacher_incompatible: the teacher fine-tuned to write its chain of thought right to left (task.COT_FORMATS):
+  the same capability, a different thinking pattern, the same tokenizer.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import LlamaForCausalLM
 
 from opd_ray.lab.models import build_model
 from opd_ray.lab.sft import accuracy, train_sft
@@ -27,6 +33,12 @@ RECIPES = {
     # name: (model size, SFT mixture [(weight, n_terms range)], steps, seed)
     "student": ("student", [(0.95, EASY), (0.05, HARD)], 2500, 1),
     "teacher": ("teacher", [(0.5, EASY), (0.5, HARD)], 2500, 2),
+    "teacher_samedata": ("teacher", [(0.95, EASY), (0.05, HARD)], 1800, 3),
+    "teacher_incompatible": ("teacher", [(0.5, EASY), (0.5, HARD)], 600, 4),
+}
+# Recipes that start from another recipe's weights (built in a second phase) or use another CoT format / lr.
+VARIANTS = {
+    "teacher_incompatible": {"init_from": "teacher", "cot": "reverse", "lr": 1e-3},
 }
 
 
@@ -37,15 +49,22 @@ def eval_sets(n: int = 512):
 def train_one(name: str, out_dir: str, steps_scale: float) -> dict:
     torch.set_num_threads(1)
     size, mixture, steps, seed = RECIPES[name]
+    variant = VARIANTS.get(name, {})
     steps = max(1, int(steps * steps_scale))
     tokenizer = build_tokenizer()
-    model = build_model(size, tokenizer, seed)
+    if "init_from" in variant:  # fine-tune a built model: keeps its capability, changes what the variant says
+        model = LlamaForCausalLM.from_pretrained(Path(out_dir) / variant["init_from"], dtype=torch.float32)
+    else:
+        model = build_model(size, tokenizer, seed)
     t0 = time.time()
-    losses = train_sft(model, tokenizer, mixture, steps=steps, batch_size=64, lr=3e-3, seed=seed, desc=name)
+    cot = variant.get("cot", "forward")
+    losses = train_sft(model, tokenizer, mixture, steps=steps, batch_size=64, lr=variant.get("lr", 3e-3),
+                       seed=seed, desc=name, cot=cot)
     easy, hard = eval_sets()
     card = {
         "name": name, "size": size, "parameters": sum(p.numel() for p in model.parameters()),
-        "sft_steps": steps, "sft_mixture": mixture, "seed": seed, "final_loss": losses[-1],
+        "sft_steps": steps, "sft_mixture": mixture, "seed": seed, "final_loss": losses[-1], "cot": cot,
+        "init_from": variant.get("init_from"),
         "train_s": round(time.time() - t0, 1),
         "easy_acc": accuracy(model, tokenizer, easy), "hard_acc": accuracy(model, tokenizer, hard),
     }
@@ -63,8 +82,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     build_tokenizer().save_pretrained(out / "tokenizer")
-    with mp.get_context("spawn").Pool(len(args.only)) as pool:
-        cards = pool.starmap(train_one, [(name, str(out), args.steps_scale) for name in args.only])
+    cards = []
+    fine_tunes = [n for n in args.only if "init_from" in VARIANTS.get(n, {})]
+    for names in ([n for n in args.only if n not in fine_tunes], fine_tunes):  # fine-tunes wait for their base
+        if names:
+            with mp.get_context("spawn").Pool(len(names)) as pool:
+                cards += pool.starmap(train_one, [(name, str(out), args.steps_scale) for name in names])
     for card in cards:
         (out / card["name"] / "lab_card.json").write_text(json.dumps(card, indent=2) + "\n")
         print(f"{card['name']}: easy {card['easy_acc']:.3f}  hard {card['hard_acc']:.3f}  ({card['train_s']} s)")

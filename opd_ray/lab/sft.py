@@ -15,15 +15,16 @@ from opd_ray.lab.task import Problem, sample_problems, verify
 from opd_ray.sampling import decode_responses, sample
 
 
-def encode_example(tokenizer, problem: Problem) -> tuple[list[int], int]:
+def encode_example(tokenizer, problem: Problem, cot: str = "forward") -> tuple[list[int], int]:
     """Token ids of <bos> prompt response <eos>, and the length of the prompt part (masked from the loss)."""
     prompt_ids = tokenizer(problem.prompt)["input_ids"]
-    response_ids = tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    response = problem.solution_in(cot)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt_ids + response_ids, len(prompt_ids)
 
 
-def make_batch(tokenizer, problems: list[Problem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    encoded = [encode_example(tokenizer, p) for p in problems]
+def make_batch(tokenizer, problems: list[Problem], cot: str = "forward") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    encoded = [encode_example(tokenizer, p, cot) for p in problems]
     width = max(len(ids) for ids, _ in encoded)
     ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
@@ -50,8 +51,9 @@ def accuracy(model, tokenizer, problems: list[Problem], max_new_tokens: int = 64
 
 
 def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *, steps: int, batch_size: int,
-              lr: float, seed: int, desc: str) -> list[float]:
-    """Train on problems drawn from `mixture` = [(weight, n_terms_range), ...]; returns the loss curve."""
+              lr: float, seed: int, desc: str, cot: str = "forward") -> list[float]:
+    """Train on problems drawn from `mixture` = [(weight, n_terms_range), ...] with chains of thought in the
+    `cot` format (task.COT_FORMATS); returns the loss curve."""
     gen = torch.Generator().manual_seed(seed)
     weights = torch.tensor([w for w, _ in mixture])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -65,7 +67,7 @@ def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *,
         problems = []
         for (_, n_range), count in zip(mixture, counts.tolist()):
             problems += sample_problems(seed * 1_000_003 + step * 31 + n_range[0], count, n_range)
-        ids, mask, labels = make_batch(tokenizer, problems)
+        ids, mask, labels = make_batch(tokenizer, problems, cot)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

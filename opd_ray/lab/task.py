@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 ANSWER_RE = re.compile(r"#(\d+)$")
 PROMPT_END = ":"
+TERMS_RE = re.compile(r"(\d+(?:\+\d+)*):$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,21 @@ class Problem:
             running += term
         return "".join(steps) + f"#{running}"
 
+    def solution_in(self, cot: str) -> str:
+        """The chain of thought in one of COT_FORMATS.
+
+        'reverse' adds the terms right to left (`12+34+56:` -> `56+34=90;90+12=102;#102`): the same skill and
+        the same answer in a different thinking pattern, for the lab's incompatible teacher (paper §3.1).
+        """
+        if cot == "forward":
+            return self.solution
+        if cot != "reverse":
+            raise ValueError(f"cot format must be one of {COT_FORMATS}, got {cot!r}")
+        return Problem(tuple(reversed(self.terms))).solution
+
+
+COT_FORMATS = ("forward", "reverse")
+
 
 def sample_problem(rng: random.Random, n_terms: int) -> Problem:
     return Problem(tuple(rng.randint(10, 99) for _ in range(n_terms)))
@@ -53,9 +69,13 @@ def sample_problems(seed: int, count: int, n_terms_range: tuple[int, int]) -> li
 
 
 def parse_prompt(prompt: str) -> Problem:
+    """The problem in a prompt; text before the terms (a prompt template's preamble, e.g. `#12+34:`) is ignored."""
     if not prompt.endswith(PROMPT_END):
         raise ValueError(f"lab prompt must end with {PROMPT_END!r}: {prompt!r}")
-    return Problem(tuple(int(t) for t in prompt[: -len(PROMPT_END)].split("+")))
+    match = TERMS_RE.search(prompt)
+    if match is None:
+        raise ValueError(f"lab prompt has no terms before {PROMPT_END!r}: {prompt!r}")
+    return Problem(tuple(int(t) for t in match.group(1).split("+")))
 
 
 def extract_answer(response: str) -> int | None:

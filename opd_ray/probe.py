@@ -1,0 +1,284 @@
+"""`opd-ray probe`: will this teacher teach this student? A pre-flight check before any OPD compute.
+
+The paper (shared/paper-notes.md §3, §2) finds OPD works only when (i) student and teacher share a thinking
+pattern and (ii) the teacher has capability the student lacks. The probe measures both on a few student
+rollouts, in-process with Hugging Face models (no Ray), plus the teacher contract OPD silently relies on:
+
+- condition (i), thinking-pattern compatibility: overlap ratio and overlap mass (top-k, k from the config),
+  top-1 agreement, entropy gap and sampled reverse KL at the states the student visits. Two criteria: the
+  overlap mass (the paper's successful runs keep 97-99% of both models' mass on shared top-k tokens; a teacher
+  that wants a different next step leaves mass outside the shared tokens), taken as a share of each model's own
+  top-k mass so that a flat (high-entropy) model is not flagged for being flat; and -- our addition -- the teacher
+  continuing the student's partial responses must not do clearly worse than the student itself: a teacher
+  that cannot work from the student's states cannot give useful per-token targets there.
+- condition (ii), new capability: teacher-continuation advantage (teacher accuracy continuing the student's
+  greedy response cut at several depths, minus the student's own accuracy). At depth 0 it is simply
+  "does the teacher solve the prompts the student fails"; the criterion uses depth 0.
+- contract: same vocabulary and special-token ids, same logit width, prompts tokenise and decode identically
+  (through the chat template when there is one), equal temperatures, and a self-test: the student scored by
+  itself through the teacher's scoring path must give KL ~ 0 (catches padding/position/temperature bugs).
+
+    opd-ray probe --config configs/lab_cpu.yaml model.teacher=opd_ray/lab/artifacts/teacher_incompatible --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from opd_ray import diagnostics as diag
+from opd_ray.config import ConfigError, OPDConfig, load_config
+from opd_ray.data import lab_train_prompts, score_responses
+from opd_ray.evaluation import teacher_continuation_advantage
+from opd_ray.hf_models import load_model, load_tokenizer
+from opd_ray.sampling import decode_responses, left_pad, sample, trajectory_seed
+from opd_ray.scoring import gather_BR, response_logits
+
+VERDICTS = ("ok", "no_new_capability", "pattern_mismatch", "contract_violation")
+
+
+@dataclass
+class ProbeSettings:
+    n_prompts: int = 128
+    min_overlap_mass: float = 0.9  # condition (i): both models' shared share of their top-k mass (paper: 0.97-0.99)
+    min_advantage: float = 0.1  # condition (ii): teacher-continuation advantage at depth 0
+    max_continuation_drop: float = 0.1  # condition (i): the teacher may do at most this much worse than the
+    # student when continuing the student's own partial responses (depth > 0)
+    self_test_tol: float = 1e-3  # max |log p_sampler - log p_scorer| per token for the student-vs-itself test
+    depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+
+
+@dataclass
+class ProbeReport:
+    verdict: str
+    conditions: dict  # name -> {"pass": bool, "why": str}
+    metrics: dict[str, float]
+    continuation: dict[str, float]
+    contract: dict  # check -> {"pass": bool, "detail": str}
+    student: str
+    teacher: str
+    n_prompts: int
+    k: int
+    seconds: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+# ---------------------------------------------------------------- contract
+def contract_checks(s_tok, t_tok, s_model, t_model, prompts: list[str], cfg: OPDConfig) -> dict:
+    """The teacher contract; every entry is {"pass": bool, "detail": str}."""
+    special = {name: (getattr(s_tok, f"{name}_token_id"), getattr(t_tok, f"{name}_token_id"))
+               for name in ("bos", "eos", "pad", "unk")}
+    same_vocab = s_tok.get_vocab() == t_tok.get_vocab()
+    widths = (s_model.config.vocab_size, t_model.config.vocab_size)
+    checks = {
+        "vocabulary": _check(same_vocab, f"{len(s_tok)} vs {len(t_tok)} tokens"
+                             + ("" if same_vocab else "; token -> id maps differ")),
+        "special_token_ids": _check(all(a == b for a, b in special.values()),
+                                    ", ".join(f"{k} {a}/{b}" for k, (a, b) in special.items())),
+        "logit_width": _check(widths[0] == widths[1], f"vocab_size {widths[0]} vs {widths[1]}"),
+        "temperature": _check(cfg.rollout.temperature == cfg.teacher.temperature,
+                              f"rollout.temperature {cfg.rollout.temperature} vs teacher.temperature "
+                              f"{cfg.teacher.temperature} (log-probs must be compared at one temperature)"),
+    }
+    checks["template_round_trip"] = template_round_trip(s_tok, t_tok, prompts)
+    return checks
+
+
+def _check(ok: bool, detail: str) -> dict:
+    return {"pass": bool(ok), "detail": detail}
+
+
+def template_round_trip(s_tok, t_tok, prompts: list[str]) -> dict:
+    """Prompts render (chat template, if any) and tokenise to the same ids for both, and decode back."""
+    templates = (getattr(s_tok, "chat_template", None), getattr(t_tok, "chat_template", None))
+    if bool(templates[0]) != bool(templates[1]):
+        return _check(False, "only one of the two tokenizers has a chat template")
+    bad = []
+    for prompt in prompts:
+        if templates[0]:
+            messages = [{"role": "user", "content": prompt}]
+            rendered = [tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                        for tok in (s_tok, t_tok)]
+            if rendered[0] != rendered[1]:
+                bad.append(prompt)
+                continue
+        ids = (s_tok(prompt)["input_ids"], t_tok(prompt)["input_ids"])
+        if ids[0] != ids[1] or s_tok.decode(ids[0], skip_special_tokens=True) != prompt:
+            bad.append(prompt)
+    kind = "chat template" if templates[0] else "no chat template (raw prompts)"
+    return _check(not bad, f"{kind}; {len(prompts) - len(bad)}/{len(prompts)} prompts round-trip"
+                  + (f"; first failure {bad[0]!r}" if bad else ""))
+
+
+# ---------------------------------------------------------------- rollouts and token-level metrics
+@torch.no_grad()
+def rollout_metrics(s_model, t_model, tok, prompts: list[str], cfg: OPDConfig, tol: float) -> tuple[dict, dict]:
+    """Sample one student rollout per prompt; score it with the teacher and with the student itself."""
+    k = cfg.objective.k
+    prompt_ids = [tok(p)["input_ids"] for p in prompts]
+    seeds = [trajectory_seed(cfg.run.seed, (0, i, 0), 0) for i in range(len(prompts))]
+    out = sample(s_model, prompt_ids, max_new_tokens=cfg.rollout.max_new_tokens, eos_id=tok.eos_token_id,
+                 pad_id=tok.pad_token_id, seeds=seeds, temperature=cfg.rollout.temperature, top_k=k)
+    ids_BP, mask_BP = left_pad(prompt_ids, tok.pad_token_id)
+    args = (ids_BP.numpy(), mask_BP.numpy().astype(bool), out.response_ids_BR, out.response_mask_BR)
+    t_logp = torch.log_softmax(response_logits(t_model, *args) / cfg.teacher.temperature, -1)
+    s_logp = torch.log_softmax(response_logits(s_model, *args) / cfg.rollout.temperature, -1)
+    t_top_logp, t_top_ids = (x.numpy() for x in t_logp.topk(k, -1))
+    m = out.response_mask_BR
+    t_sampled = gather_BR(t_logp, out.response_ids_BR).numpy()
+    s_rescored = gather_BR(s_logp, out.response_ids_BR).numpy()
+    per_token = {
+        "overlap_ratio": diag.overlap_ratio_BR(out.topk_ids_BRK, t_top_ids),
+        "overlap_mass_student": diag.overlap_mass_BR(out.topk_ids_BRK, out.topk_logp_BRK, t_top_ids),
+        "overlap_mass_teacher": diag.overlap_mass_BR(t_top_ids, t_top_logp, out.topk_ids_BRK),
+        "top1_agreement": out.topk_ids_BRK[..., 0] == t_top_ids[..., 0],
+        "entropy_student": diag.entropy_BR(s_logp).numpy(),
+        "entropy_teacher": diag.entropy_BR(t_logp).numpy(),
+        "reverse_kl": out.logp_BR - t_sampled,  # the sampled estimator of KL(p || q), as in training
+    }
+    per_token["entropy_gap"] = np.abs(per_token["entropy_teacher"] - per_token["entropy_student"])
+    # the shared tokens' share of each model's own top-k mass: equal to the overlap mass for peaked models (the
+    # paper's), but not ~k/V for a flat one, whose own top-k holds little mass however well it agrees
+    for side, top_logp in (("student", out.topk_logp_BRK), ("teacher", t_top_logp)):
+        own = np.exp(top_logp.astype(np.float64)).sum(-1)
+        per_token[f"overlap_share_{side}"] = per_token[f"overlap_mass_{side}"] / np.maximum(own, 1e-12)
+    metrics = {name: float((v * m).sum() / m.sum()) for name, v in per_token.items()}
+    metrics["student_sampled_accuracy"] = score_responses(prompts, decode_responses(tok, out))
+    drift = np.abs(out.logp_BR - s_rescored)[m]
+    self_kl = float(((out.logp_BR - s_rescored) * m).sum() / m.sum())
+    self_test = _check(drift.max() <= tol, f"student vs itself: sampled KL {self_kl:.2e}, max |Δlog p| "
+                       f"{drift.max():.2e} (tolerance {tol:g})")
+    return metrics, self_test
+
+
+def greedy_generator(model, tok, max_new_tokens: int):
+    """prompt token ids -> greedy response texts (the evaluation module's `Generate`)."""
+    def generate(prompt_ids: list[list[int]]) -> list[str]:
+        out = sample(model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=tok.eos_token_id,
+                     pad_id=tok.pad_token_id, seeds=None)
+        return decode_responses(tok, out)
+    return generate
+
+
+# ---------------------------------------------------------------- verdict
+def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSettings) -> tuple[str, dict]:
+    """Conditions in the order they block OPD: a broken contract makes every number meaningless; a pattern
+    mismatch makes the teacher's signal unusable however capable it is; then novelty."""
+    failed = [name for name, c in contract.items() if not c["pass"]]
+    mass = min(metrics["overlap_share_student"], metrics["overlap_share_teacher"])
+    advantage = continuation["depth_0"]
+    deep = {k: v for k, v in continuation.items() if k.startswith("depth_") and k != "depth_0"}
+    worst_deep = min(deep.values(), default=0.0)
+    compatible = mass >= settings.min_overlap_mass and worst_deep >= -settings.max_continuation_drop
+    conditions = {
+        "contract": {"pass": not failed, "why": "all checks pass" if not failed else f"failed: {', '.join(failed)}"},
+        "thinking_pattern": {"pass": compatible, "why": (
+            f"overlap mass share {mass:.3f} (min of student {metrics['overlap_share_student']:.3f}, teacher "
+            f"{metrics['overlap_share_teacher']:.3f}) vs threshold {settings.min_overlap_mass}; overlap mass "
+            f"student {metrics['overlap_mass_student']:.3f}, teacher {metrics['overlap_mass_teacher']:.3f}; "
+            f"teacher continuing "
+            f"the student's partial responses: worst advantage {worst_deep:+.3f} vs floor "
+            f"{-settings.max_continuation_drop:+.3f}; overlap ratio {metrics['overlap_ratio']:.3f}, top-1 agreement "
+            f"{metrics['top1_agreement']:.3f}, sampled reverse KL {metrics['reverse_kl']:.3f}, entropy gap "
+            f"{metrics['entropy_gap']:.3f}")},
+        "new_capability": {"pass": advantage >= settings.min_advantage, "why": (
+            f"teacher-continuation advantage {advantage:+.3f} at depth 0 vs threshold {settings.min_advantage} "
+            f"(student greedy accuracy {continuation['student_accuracy']:.3f}; deeper: "
+            + ", ".join(f"{k.removeprefix('depth_')}: {v:+.3f}" for k, v in continuation.items()
+                        if k.startswith("depth_") and k != "depth_0") + ")")},
+    }
+    for verdict, condition in (("contract_violation", "contract"), ("pattern_mismatch", "thinking_pattern"),
+                               ("no_new_capability", "new_capability")):
+        if not conditions[condition]["pass"]:
+            return verdict, conditions
+    return "ok", conditions
+
+
+def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts: list[str] | None = None
+              ) -> ProbeReport:
+    """The Python API: probe cfg.model.teacher against cfg.model.student on `prompts` (default: the first
+    `settings.n_prompts` of the run's OPD prompt set)."""
+    t0 = time.time()
+    torch.manual_seed(cfg.run.seed)
+    prompts = prompts if prompts is not None else lab_train_prompts(cfg.data, cfg.run.seed)[: settings.n_prompts]
+    if not prompts:
+        raise ValueError("prompts: the probe needs at least one prompt")
+    s_tok, t_tok = (load_tokenizer(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
+    s_model, t_model = (load_model(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
+    contract = contract_checks(s_tok, t_tok, s_model, t_model, prompts, cfg)
+    if not (contract["vocabulary"]["pass"] and contract["logit_width"]["pass"]):
+        # scoring with a different vocabulary would compare unrelated tokens: stop at the contract
+        metrics = {name: float("nan") for name in ("overlap_ratio", "overlap_mass_student", "overlap_mass_teacher",
+                                                    "overlap_share_student", "overlap_share_teacher",
+                                                    "top1_agreement", "reverse_kl", "entropy_gap")}
+        continuation = {"student_accuracy": float("nan"), "depth_0": float("nan")}
+    else:
+        metrics, contract["self_test"] = rollout_metrics(s_model, t_model, s_tok, prompts, cfg,
+                                                         settings.self_test_tol)
+        n = cfg.rollout.max_new_tokens
+        continuation = teacher_continuation_advantage(greedy_generator(s_model, s_tok, n),
+                                                      greedy_generator(t_model, s_tok, n), prompts, s_tok,
+                                                      settings.depths)
+    verdict, conditions = decide(contract, metrics, continuation, settings)
+    return ProbeReport(verdict, conditions, metrics, continuation, contract, cfg.model.student, cfg.model.teacher,
+                       len(prompts), cfg.objective.k, round(time.time() - t0, 1))
+
+
+def render(report: ProbeReport) -> str:
+    """The readable verdict: one line per condition, then the numbers behind it."""
+    lines = [f"probe: {report.teacher} -> {report.student} ({report.n_prompts} prompts, k={report.k}, "
+             f"{report.seconds} s)"]
+    labels = {"contract": "teacher contract", "thinking_pattern": "(i) thinking-pattern compatibility",
+              "new_capability": "(ii) new capability"}
+    for name, c in report.conditions.items():
+        lines.append(f"  {'PASS' if c['pass'] else 'FAIL'}  {labels[name]}: {c['why']}")
+    for name, c in report.contract.items():
+        lines.append(f"        {'ok ' if c['pass'] else 'BAD'} {name}: {c['detail']}")
+    advice = {
+        "ok": "OPD should work with this pair.",
+        "pattern_mismatch": "thinking-pattern mismatch: start with an off-policy cold start "
+                            "(stages: [cold_start, opd]) or prompts in the teacher's template (docs/recipes.md).",
+        "no_new_capability": "no new capability: the teacher knows little the student does not; expect little "
+                             "gain from OPD. Use a teacher post-trained beyond the student (e.g. by RL).",
+        "contract_violation": "contract violation: fix the pairing before training (see the BAD lines).",
+    }
+    lines.append(f"verdict: {report.verdict} -- {advice[report.verdict]}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="configs/lab_cpu.yaml", help="run config: models, k, temperatures, data")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. model.teacher=PATH")
+    parser.add_argument("--prompts-file", help="one prompt per line (default: the config's OPD prompt set)")
+    parser.add_argument("--n-prompts", type=int, default=ProbeSettings.n_prompts)
+    parser.add_argument("--depths", type=float, nargs="+", default=ProbeSettings().depths,
+                        help="prefix depths (fractions of the student's response) for the continuation advantage")
+    parser.add_argument("--min-overlap-mass", type=float, default=ProbeSettings.min_overlap_mass)
+    parser.add_argument("--min-advantage", type=float, default=ProbeSettings.min_advantage)
+    parser.add_argument("--max-continuation-drop", type=float, default=ProbeSettings.max_continuation_drop)
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}")
+        return 2
+    prompts = None
+    if args.prompts_file:
+        with open(args.prompts_file) as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()][: args.n_prompts]
+    settings = ProbeSettings(n_prompts=args.n_prompts, min_overlap_mass=args.min_overlap_mass,
+                             min_advantage=args.min_advantage, max_continuation_drop=args.max_continuation_drop,
+                             depths=list(args.depths))
+    report = run_probe(cfg, settings, prompts)
+    print(report.to_json() if args.json else render(report))
+    return 0

@@ -94,10 +94,12 @@ def generate_filtered(engine, prompts: list[str], tokenizer, cfg: OPDConfig) -> 
         reasons.update(why)
         kept.append(batch.rows(np.flatnonzero(keep)))
         pending = [i for i, k in zip(pending, keep) if not k]
-    data = concat([b for b in kept if len(b)])
-    stats = {"prompts": len(prompts), "kept": len(data), "dropped_after_retries": len(pending),
+    stats = {"prompts": len(prompts), "kept": len(prompts) - len(pending), "dropped_after_retries": len(pending),
              "rejections": dict(reasons)}
-    return data, stats
+    if stats["kept"] == 0:
+        raise RuntimeError(f"cold start: the rejection filters rejected every teacher answer: {dict(reasons)} "
+                           f"(cold_start.filters={cfg.cold_start.filters!r})")
+    return concat([b for b in kept if len(b)]), stats
 
 
 def sft(learners, data: TrajectoryBatch, cfg: OPDConfig) -> list[float]:
@@ -152,8 +154,6 @@ def _run_stage(cfg: OPDConfig, out: Path, tokenizer, start_engine, start_learner
     prompts = cold_start_prompts(cfg)
     data, stats = generate_filtered(teacher, prompts, tokenizer, cfg)
     ray.kill(teacher)
-    if len(data) == 0:
-        raise RuntimeError(f"cold start: the rejection filters rejected every teacher answer: {stats['rejections']}")
     t_gen = time.time()
     print(f"[cold start] teacher answers kept {stats['kept']}/{stats['prompts']} "
           f"(rejections {stats['rejections']}) in {t_gen - t0:.0f} s", flush=True)

@@ -29,6 +29,7 @@ from opd_ray.data import PromptStream, lab_eval_prompts  # noqa: E402
 from opd_ray.evaluation import evaluate, gap_recovery, greedy_texts, teacher_continuation_advantage  # noqa: E402
 from opd_ray.hf_models import load_tokenizer  # noqa: E402
 from opd_ray.metrics import MetricsSink  # noqa: E402
+from opd_ray.prompts import EntropyCollapseWatch  # noqa: E402
 
 
 def make_run_dir(cfg: OPDConfig) -> Path:
@@ -106,7 +107,8 @@ def run(cfg: OPDConfig, run_dir: Path, resume_from: Path | None = None, name_pre
         print(f"[opd] resumed from {resume_from} at step {state.step} (policy v{state.policy_version})", flush=True)
     sink = MetricsSink(run_dir)
     t_train = time.time()
-    state = controller.train(actors, stream, tokenizer, cfg, sink, state, ckpt)
+    state = controller.train(actors, stream, tokenizer, cfg, sink, state, ckpt,
+                             on_step=EntropyCollapseWatch(cfg.data.entropy_collapse_ratio))
     train_s = time.time() - t_train
     after = evaluate(actors.rollouts, eval_sets, tokenizer, cfg.pipeline.rollout_timeout_s)
     continuation_after = continuation_eval(actors, eval_sets["hard"], tokenizer, cfg)

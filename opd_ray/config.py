@@ -55,6 +55,7 @@ class DataConfig:
     samples_per_prompt: int = 1
     max_prompt_tokens: int = 24
     prompt_template: str = "{q}"  # OPD prompts are rendered as this, {q} = the task's prompt (opd_ray/prompts.py)
+    entropy_collapse_ratio: float = 0.05  # warn when student entropy < this x its first-step value; 0 = off
 
 
 @dataclass
@@ -258,6 +259,8 @@ def validate_stages(cfg: OPDConfig) -> None:
     c = cfg.cold_start
     _check(QUERY_FIELD in cfg.data.prompt_template and cfg.data.prompt_template.count(QUERY_FIELD) == 1,
            "data.prompt_template", f"must contain {QUERY_FIELD!r} once, got {cfg.data.prompt_template!r}")
+    _check(0.0 <= cfg.data.entropy_collapse_ratio < 1.0, "data.entropy_collapse_ratio",
+           f"must be in [0, 1), got {cfg.data.entropy_collapse_ratio}")
     if "cold_start" not in cfg.stages:
         return
     for name in ("prompts", "max_new_tokens", "steps", "batch_size"):

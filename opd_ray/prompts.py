@@ -148,3 +148,25 @@ def select_aligned(aligned: Sequence[str], other: Sequence[str], count: int, oth
     chosen = rng.sample(pool_aligned, count - n_other) + rng.sample(pool_other, n_other)
     rng.shuffle(chosen)
     return chosen
+
+
+# ---------------------------------------------------------------- entropy watch
+class EntropyCollapseWatch:
+    """`controller.train(on_step=...)` hook: warns once when the student's mean entropy on its rollouts falls
+    below `ratio` x its value at the first step. The paper saw teacher-aligned prompt content collapse student
+    entropy and advises mixing in other prompts (`select_aligned(other_share=...)`). ratio 0 turns it off."""
+
+    def __init__(self, ratio: float):
+        self.ratio, self.initial, self.warned = ratio, None, False
+
+    def __call__(self, state, metrics: dict) -> None:
+        entropy = metrics.get("entropy_student")
+        if self.ratio <= 0 or entropy is None or self.warned:
+            return
+        if self.initial is None:
+            self.initial = entropy
+        elif entropy < self.ratio * self.initial:
+            self.warned = True
+            print(f"[opd] warning: student entropy collapsed from {self.initial:.4f} to {entropy:.4f} nats/token "
+                  f"by step {state.step} (< data.entropy_collapse_ratio = {self.ratio} of the start); consider "
+                  f"mixing in prompts from outside the teacher's post-training set", flush=True)

@@ -63,3 +63,17 @@ def test_select_aligned_mixes_the_configured_share_without_overlap():
     assert chosen == select_aligned(aligned, other, count=40, other_share=0.25, seed=0)  # seeded
     with pytest.raises(ValueError, match="count"):
         select_aligned(aligned, other, count=200, other_share=0.5, seed=0)
+
+
+def test_entropy_collapse_watch_warns_once(capsys):
+    from types import SimpleNamespace
+
+    from opd_ray.prompts import EntropyCollapseWatch
+
+    watch = EntropyCollapseWatch(0.1)
+    for step, entropy in enumerate([0.5, 0.2, 0.06, 0.04, 0.01], start=1):
+        watch(SimpleNamespace(step=step), {"entropy_student": entropy})
+    out = capsys.readouterr().out
+    assert out.count("warning: student entropy collapsed") == 1 and "by step 4" in out
+    EntropyCollapseWatch(0.0)(SimpleNamespace(step=1), {"entropy_student": 0.0})  # off: never warns
+    assert capsys.readouterr().out == ""

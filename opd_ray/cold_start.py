@@ -149,6 +149,7 @@ def _run_stage(cfg: OPDConfig, out: Path, tokenizer, start_engine, start_learner
     t0, timeout = time.time(), cfg.pipeline.rollout_timeout_s
     student = start_engine(cfg, "cold-start-student")  # the original student's accuracy, for gap recovery
     teacher = start_engine(generator_config(cfg), "cold-start-teacher")
+    get([e.policy_version.remote() for e in (student, teacher)], cfg.pipeline.startup_timeout_s, "startup")
     before = evaluate([student], lab_eval_prompts(cfg.data.eval_size), tokenizer, timeout)
     ray.kill(student)
     prompts = cold_start_prompts(cfg)

@@ -35,7 +35,8 @@ def opd_job_args(*overrides) -> list[str]:
 
 @contextmanager
 def ray_head(home: Path, extra_env: dict | None = None, num_cpus: int = 2):
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "HOME": str(home), **(extra_env or {})}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "HOME": str(home), **(extra_env or {}),
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # stop at once on SIGTERM, without draining for 30 s
     subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     ports = {f"--{name}": str(free_port()) for name in PORT_FLAGS}
     temp_dir = Path("/tmp") / f"ray-{os.getpid()}-{ports['--port']}"  # short: socket paths must stay < 108 bytes

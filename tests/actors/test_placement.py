@@ -11,6 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from opd_ray.config import ConfigError
+from tests.actors.loop import tiny_cfg
+
 ROOT = Path(__file__).resolve().parents[2]
 PLACED = ["placement.strategy=PACK", "placement.rollout.resources={rollout_node: 0.5}",
           "placement.teacher.node_labels={opd-role: train}", "placement.learner.resources={learner_node: 0.5}",
@@ -59,3 +64,14 @@ def test_roles_land_on_the_nodes_the_config_asks_for(tiny_lab, tmp_path):
     assert result["steps"] == 1 and result["tokens"] > 0
     assert result["errors"]["resource"].startswith("placement.rollout.resources.gpu_node: the run needs 1 gpu_node")
     assert result["errors"]["labels"].startswith("placement.teacher.node_labels: no node")
+
+
+@pytest.mark.parametrize("override, field", [
+    ("placement.strategy=ANYWHERE", "placement.strategy"),
+    ("placement.rollout.num_gpus=-1", "placement.rollout.num_gpus"),
+    ("placement.learner.resources={CPU: 2}", "placement.learner.resources.CPU"),
+    ("placement.teacher.resources={teacher_node: 0}", "placement.teacher.resources.teacher_node"),
+])
+def test_bad_placement_is_refused_before_ray_naming_the_field(tiny_lab, override, field):
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        tiny_cfg(tiny_lab, override)

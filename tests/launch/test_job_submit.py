@@ -7,6 +7,7 @@ would, and checks every pipeline metric of opd_ray/ray_metrics.py shows up with 
 """
 import json
 import math
+import socket
 import subprocess
 import time
 import urllib.request
@@ -82,3 +83,16 @@ def test_submission_without_the_token_is_refused(head, tmp_path):
     probe = subprocess.run([RAY, "job", "list", "--address", head.address], env=no_token, capture_output=True,
                            text=True)
     assert probe.returncode != 0
+
+
+def test_dashboard_and_job_server_listen_on_loopback_only(head):
+    """An exposed job server runs anyone's code: it must not answer on the machine's network address."""
+    import ray.util
+
+    port = int(head.address.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    node_ip = ray.util.get_node_ip_address()
+    assert node_ip != "127.0.0.1"
+    with pytest.raises(OSError):
+        socket.create_connection((node_ip, port), timeout=5).close()

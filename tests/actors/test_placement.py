@@ -29,7 +29,7 @@ def run_on_two_nodes(tiny_lab: str, out: str) -> None:
 
     from actors.placement import check_cluster_fits
     from opd_ray.config import ConfigError
-    from tests.actors.loop import tiny_cfg, train_with_actors
+    from tests.actors.loop import train_with_actors
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"rollout_node": 1},
                                                             "include_dashboard": False})
@@ -75,3 +75,16 @@ def test_roles_land_on_the_nodes_the_config_asks_for(tiny_lab, tmp_path):
 def test_bad_placement_is_refused_before_ray_naming_the_field(tiny_lab, override, field):
     with pytest.raises(ConfigError, match=f"^{field}"):
         tiny_cfg(tiny_lab, override)
+
+
+def test_without_a_strategy_each_actor_asks_ray_for_its_own_resources_and_labels(tiny_lab):
+    """The path without a placement group (no Ray needed to build the options)."""
+    from actors.placement import Placement
+
+    cfg = tiny_cfg(tiny_lab, *PLACED[1:], "placement.learner.num_gpus=1")
+    placement = Placement(cfg)
+    assert placement.group is None and placement.learner_master_addr() == "127.0.0.1"
+    assert placement.options("rollout", 0) == dict(num_cpus=0.5, num_gpus=0.0, resources={"rollout_node": 0.5})
+    assert placement.options("teacher", 0) == dict(num_cpus=0.5, num_gpus=0.0, resources=None,
+                                                    label_selector={"opd-role": "train"})
+    assert placement.options("learner", 0) == dict(num_cpus=1.0, num_gpus=1.0, resources={"learner_node": 0.5})

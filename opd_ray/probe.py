@@ -5,12 +5,10 @@ pattern and (ii) the teacher has capability the student lacks. The probe measure
 rollouts, in-process with Hugging Face models (no Ray), plus the teacher contract OPD silently relies on:
 
 - condition (i), thinking-pattern compatibility: overlap ratio and overlap mass (top-k, k from the config),
-  top-1 agreement, entropy gap and sampled reverse KL at the states the student visits. Two criteria: the
+  top-1 agreement, entropy gap and sampled reverse KL at the states the student visits. The criterion is the
   overlap mass (the paper's successful runs keep 97-99% of both models' mass on shared top-k tokens; a teacher
   that wants a different next step leaves mass outside the shared tokens), taken as a share of each model's own
-  top-k mass so that a flat (high-entropy) model is not flagged for being flat; and -- our addition -- the teacher
-  continuing the student's partial responses must not do clearly worse than the student itself: a teacher
-  that cannot work from the student's states cannot give useful per-token targets there.
+  top-k mass so that a flat (high-entropy) model is not flagged for being flat.
 - condition (ii), new capability: teacher-continuation advantage (teacher accuracy continuing the student's
   greedy response cut at several depths, minus the student's own accuracy). At depth 0 it is simply
   "does the teacher solve the prompts the student fails"; the criterion uses depth 0.
@@ -44,10 +42,11 @@ VERDICTS = ("ok", "no_new_capability", "pattern_mismatch", "contract_violation")
 @dataclass
 class ProbeSettings:
     n_prompts: int = 128
-    min_overlap_mass: float = 0.9  # condition (i): both models' shared share of their top-k mass (paper: 0.97-0.99)
-    min_advantage: float = 0.1  # condition (ii): teacher-continuation advantage at depth 0
-    max_continuation_drop: float = 0.1  # condition (i): the teacher may do at most this much worse than the
-    # student when continuing the student's own partial responses (depth > 0)
+    # condition (i): both models' shared share of their top-k mass; the paper's working pairs keep 0.97-0.99
+    min_overlap_mass: float = 0.95
+    # condition (ii): teacher-continuation advantage at depth 0; the paper's working pair showed +0.37 at its
+    # shallowest prefix, and a teacher that solves under 20 points more than the student has little to distil
+    min_advantage: float = 0.2
     self_test_tol: float = 1e-3  # max |log p_sampler - log p_scorer| per token for the student-vs-itself test
     depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
 
@@ -173,18 +172,14 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
     failed = [name for name, c in contract.items() if not c["pass"]]
     mass = min(metrics["overlap_share_student"], metrics["overlap_share_teacher"])
     advantage = continuation["depth_0"]
-    deep = {k: v for k, v in continuation.items() if k.startswith("depth_") and k != "depth_0"}
-    worst_deep = min(deep.values(), default=0.0)
-    compatible = mass >= settings.min_overlap_mass and worst_deep >= -settings.max_continuation_drop
+    compatible = mass >= settings.min_overlap_mass
     conditions = {
         "contract": {"pass": not failed, "why": "all checks pass" if not failed else f"failed: {', '.join(failed)}"},
         "thinking_pattern": {"pass": compatible, "why": (
             f"overlap mass share {mass:.3f} (min of student {metrics['overlap_share_student']:.3f}, teacher "
             f"{metrics['overlap_share_teacher']:.3f}) vs threshold {settings.min_overlap_mass}; overlap mass "
             f"student {metrics['overlap_mass_student']:.3f}, teacher {metrics['overlap_mass_teacher']:.3f}; "
-            f"teacher continuing "
-            f"the student's partial responses: worst advantage {worst_deep:+.3f} vs floor "
-            f"{-settings.max_continuation_drop:+.3f}; overlap ratio {metrics['overlap_ratio']:.3f}, top-1 agreement "
+            f"overlap ratio {metrics['overlap_ratio']:.3f}, top-1 agreement "
             f"{metrics['top1_agreement']:.3f}, sampled reverse KL {metrics['reverse_kl']:.3f}, entropy gap "
             f"{metrics['entropy_gap']:.3f}")},
         "new_capability": {"pass": advantage >= settings.min_advantage, "why": (
@@ -262,7 +257,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefix depths (fractions of the student's response) for the continuation advantage")
     parser.add_argument("--min-overlap-mass", type=float, default=ProbeSettings.min_overlap_mass)
     parser.add_argument("--min-advantage", type=float, default=ProbeSettings.min_advantage)
-    parser.add_argument("--max-continuation-drop", type=float, default=ProbeSettings.max_continuation_drop)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
@@ -277,8 +271,7 @@ def main(args: argparse.Namespace) -> int:
         with open(args.prompts_file) as f:
             prompts = [line.rstrip("\n") for line in f if line.strip()][: args.n_prompts]
     settings = ProbeSettings(n_prompts=args.n_prompts, min_overlap_mass=args.min_overlap_mass,
-                             min_advantage=args.min_advantage, max_continuation_drop=args.max_continuation_drop,
-                             depths=list(args.depths))
+                             min_advantage=args.min_advantage, depths=list(args.depths))
     report = run_probe(cfg, settings, prompts)
     print(report.to_json() if args.json else render(report))
     return 0

@@ -54,7 +54,7 @@ def test_a_temperature_mismatch_is_a_contract_violation(tiny_lab):
 @pytest.mark.skipif(not (LAB / "teacher_samedata").is_dir() or not (LAB / "teacher_incompatible").is_dir(),
                     reason="lab teachers not built (make lab)")
 def test_probe_ranks_the_three_lab_teachers_as_the_paper_predicts():
-    settings = ProbeSettings(n_prompts=64, depths=[0.0, 0.25, 0.5])
+    settings = ProbeSettings(n_prompts=64, depths=[0.0])  # the verdict uses depth 0; deeper depths cost time
     reports = {name: probe(LAB / "student", LAB / name, settings=settings)
                for name in ("teacher", "teacher_samedata", "teacher_incompatible")}
     verdicts = {name: r.verdict for name, r in reports.items()}

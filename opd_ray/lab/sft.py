@@ -23,7 +23,8 @@ def encode_example(tokenizer, problem: Problem, cot: str = "forward") -> tuple[l
     return prompt_ids + response_ids, len(prompt_ids)
 
 
-def make_batch(tokenizer, problems: list[Problem], cot: str = "forward") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_batch(tokenizer, problems: list[Problem],
+               cot: str = "forward") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     encoded = [encode_example(tokenizer, p, cot) for p in problems]
     width = max(len(ids) for ids, _ in encoded)
     ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)

@@ -22,7 +22,8 @@ def probe(student, teacher, *overrides, settings=FAST):
 def test_teacher_as_its_own_student_has_nothing_to_teach(tiny_lab, capsys):
     """Same model on both sides: the contract holds, KL is 0, overlap is total, and there is no advantage."""
     code = cli_main(["probe", "--config", str(CONFIG), f"model.student={tiny_lab / 'student'}",
-                     f"model.teacher={tiny_lab / 'student'}", SHORT, "--n-prompts", "16", "--depths", "0", "0.5", "--json"])
+                     f"model.teacher={tiny_lab / 'student'}", SHORT, "--n-prompts", "16", "--depths", "0", "0.5",
+                     "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["verdict"] in VERDICTS
     assert report["verdict"] == "no_new_capability"

@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ FIGURES = {  # file stem -> (title, what a reader should look for)
                  "Held-out accuracy before and after OPD against the teacher; gap recovery = (after - before) / "
                  "(teacher - before). Right: the teacher-continuation advantage (§6.1) - teacher accuracy when it "
                  "continues the student's response after a fraction d of it, minus the student's own accuracy."),
-    "compare": ("Runs side by side", "Overlap ratio and student overlap mass of each run, and its gap recovery."),
+    "compare": ("Runs side by side", "Overlap ratio (at each run's own k), top-1 agreement and student overlap "
+                "mass of each run, and its gap recovery."),
 }
 
 
@@ -191,20 +193,27 @@ def figure_accuracy(plt, run: RunData, window: int):
 
 
 def figure_compare(plt, runs: list[RunData], window: int):
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    keys = ("overlap_ratio", "top1_agreement", "overlap_mass_student")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
     for run in runs:
-        for ax, key in zip(axes[:2], ("overlap_ratio", "overlap_mass_student")):
+        for ax, key in zip(axes, keys):
             steps, values = run.series(key)
-            ax.plot(steps, smooth(values, window), label=run.name)
-            ax.set_title(key.replace("_", " "))
+            ax.plot(steps, smooth(values, window), label=short_name(run))
+            ax.set_title(key.replace("_", " ") + (" (at each run's k)" if key == "overlap_ratio" else ""))
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     recoveries = [r.summary.get("gap_recovery", float("nan")) for r in runs]
-    axes[2].bar(range(len(runs)), recoveries)
-    axes[2].set_xticks(range(len(runs)), [r.name for r in runs], rotation=30, fontsize=7, ha="right")
-    axes[2].set_title("gap recovery")
+    axes[3].bar(range(len(runs)), recoveries)
+    axes[3].set_xticks(range(len(runs)), [short_name(r) for r in runs], rotation=30, fontsize=8, ha="right")
+    axes[3].axhline(0, color="grey", linewidth=1)
+    axes[3].set_title("gap recovery")
     return fig
+
+
+def short_name(run: RunData) -> str:
+    """The run name without the '-<date>-<time>-<pid>' suffix that launch/opd_job.py adds."""
+    return re.sub(r"-\d{8}-\d{6}-\d+$", "", run.name)
 
 
 def write_report(run_dir: Path, compare: list[Path] = (), window: int = 9) -> Path:

@@ -39,5 +39,16 @@ class LearnerRank:
     def load_checkpoint(self, path):
         return self.learner.load_checkpoint(path)
 
+    def init_weight_transfer(self, mode, engines, engine_shapes, timeout_s, init_timeout_s):
+        """rollout.weight_sync = nccl | ipc | gloo: join the engines through vLLM's weight-transfer API."""
+        from opd_ray.weight_sync import TrainerWeightTransfer
+
+        l = self.learner
+        self.weight_transfer = TrainerWeightTransfer(mode, l.rank, l.engine.module, l.zero_stage, engines,
+                                                     engine_shapes, timeout_s, init_timeout_s)
+
+    def send_weights(self, policy_version):
+        return self.weight_transfer.send(policy_version)
+
     def optimizer_steps(self) -> int:
         return self.learner.optimizer_steps

@@ -17,10 +17,13 @@ class RolloutEngine:
         kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                       top_k=cfg.objective.k, run_seed=cfg.run.seed, trust_remote_code=cfg.model.trust_remote_code)
         if cfg.rollout.backend == "vllm":
+            from opd_ray import weight_sync
             from opd_ray.vllm_backend import VLLMRollout
 
             self.engine = VLLMRollout(cfg.model.student, max_model_len=cfg.data.max_prompt_tokens
-                                      + cfg.rollout.max_new_tokens, **kwargs)
+                                      + cfg.rollout.max_new_tokens, **kwargs,
+                                      llm_kwargs=weight_sync.llm_kwargs(weight_sync.resolve(cfg),
+                                                                        cfg.placement.rollout.num_gpus))
         else:
             from opd_ray.rollout import HFRollout
 
@@ -38,6 +41,24 @@ class RolloutEngine:
         self.engine.policy_version = None  # stale from here until the load succeeds
         maybe_fault(self.fault, "rollout_sync", engine=self.index, version=policy_version)
         return self.engine.load_weights(state_dict, policy_version)
+
+    # rollout.weight_sync = nccl | ipc | gloo: the engine side of vLLM's weight-transfer protocol, driven by learner
+    # rank 0 (opd_ray/weight_sync.py); the engine is stale from start_weight_update until finish_weight_update.
+    def weight_shapes(self):
+        return self.engine.shapes
+
+    def init_weight_transfer_engine(self, init_info):
+        self.engine.transfer.init(init_info)
+
+    def start_weight_update(self):
+        self.engine.transfer.start()
+
+    def update_weights(self, update_info):
+        self.engine.transfer.update(update_info)
+
+    def finish_weight_update(self, policy_version):
+        maybe_fault(self.fault, "rollout_sync", engine=self.index, version=policy_version)
+        return self.engine.transfer.finish(policy_version)
 
     def policy_version(self) -> int:
         return self.engine.policy_version

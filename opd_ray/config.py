@@ -65,6 +65,8 @@ class RolloutConfig:
     max_new_tokens: int = 56
     temperature: float = 1.0  # student log-probs are taken at this temperature too
     cpus_per_engine: float = 1.0
+    # how new weights reach the engines: object_store | nccl | ipc | gloo | auto (opd_ray/weight_sync.py, docs/vllm.md)
+    weight_sync: str = "object_store"
 
 
 @dataclass
@@ -226,6 +228,10 @@ def validate(cfg: OPDConfig) -> None:
         _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
                "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
     validate_placement(cfg.placement)
+    from opd_ray.weight_sync import problems as weight_sync_problems
+
+    for problem in weight_sync_problems(cfg):
+        _check(False, "rollout.weight_sync", problem)
     validate_stages(cfg)
     _check(all(0.0 <= d < 1.0 for d in cfg.data.continuation_depths), "data.continuation_depths",
            f"each depth must be in [0, 1), got {cfg.data.continuation_depths}")

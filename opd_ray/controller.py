@@ -12,7 +12,7 @@ import ray
 from tqdm import tqdm
 
 from opd_ray import diagnostics as diag
-from opd_ray import resume
+from opd_ray import resume, weight_sync
 from opd_ray.checkpoint import CheckpointDir
 from opd_ray.config import OPDConfig
 from opd_ray.data import PromptStream
@@ -102,15 +102,19 @@ def launch_rollouts(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, ver
 
 
 def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None = None) -> None:
-    """Push the learner's weights (one object-store copy) to every engine; each confirms the new version.
+    """Push the learner's weights (one object-store copy, or a broadcast: `rollout.weight_sync`) to every engine;
+    each confirms the new version.
 
     With a `state`, an engine that fails or misses `pipeline.sync_timeout_s` is marked stale: it gets no
     rollouts until a later sync reaches it (engines refuse to sample while their own sync is incomplete).
     Without one (start-up, resume), every engine must confirm.
     """
-    weights_ref, extra_refs = actors.learners.weights_ref()
-    load_refs = [e.load_weights.remote(weights_ref, version) for e in actors.rollouts]
-    get(extra_refs, cfg.pipeline.sync_timeout_s, "sync")  # ZeRO-3: the other ranks' share of the gather
+    if weight_sync.resolve(cfg) == "object_store":
+        weights_ref, extra_refs = actors.learners.weights_ref()
+        load_refs = [e.load_weights.remote(weights_ref, version) for e in actors.rollouts]
+        get(extra_refs, cfg.pipeline.sync_timeout_s, "sync")  # ZeRO-3: the other ranks' share of the gather
+    else:  # rollout.weight_sync: a broadcast through vLLM's weight-transfer API; refs to the engines' versions
+        load_refs = weight_sync.broadcast(actors, version, cfg, strict=state is None)
     if state is None:
         served = get(load_refs, cfg.pipeline.sync_timeout_s, "sync")
         if served != [version] * len(actors.rollouts):

@@ -135,7 +135,8 @@ class DeepSpeedLearner:
         import deepspeed
 
         out, persistent = {}, set(module.state_dict().keys())  # skips non-persistent buffers (rotary caches)
-        for name, param in module.named_parameters():
+        # remove_duplicate=False: a tied head is sent as `lm_head.weight` too, as state_dict has it (vLLM needs it)
+        for name, param in module.named_parameters(remove_duplicate=False):
             with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
                 out[name] = param.detach().cpu().numpy().copy()
         for name, buf in module.named_buffers():

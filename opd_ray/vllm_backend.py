@@ -30,11 +30,12 @@ from opd_ray.teacher import TeacherPayload  # noqa: E402
 from opd_ray.trajectory import TrajectoryBatch, TrajId  # noqa: E402
 
 
-def make_llm(model_path: str, max_model_len: int, seed: int, trust_remote_code: bool, logprobs_mode: str):
+def make_llm(model_path: str, max_model_len: int, seed: int, trust_remote_code: bool, logprobs_mode: str,
+             **extra):
     from vllm import LLM
 
     return LLM(model=model_path, dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=seed,
-               trust_remote_code=trust_remote_code, logprobs_mode=logprobs_mode, max_num_seqs=256)
+               trust_remote_code=trust_remote_code, logprobs_mode=logprobs_mode, max_num_seqs=256, **extra)
 
 
 def tokens_prompts(prompts: list[list[int]]):
@@ -45,8 +46,13 @@ def tokens_prompts(prompts: list[list[int]]):
 
 class VLLMRollout:
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float, top_k: int, run_seed: int,
-                 max_model_len: int = 128, trust_remote_code: bool = False):
-        self.llm = make_llm(model_path, max_model_len, run_seed, trust_remote_code, "processed_logprobs")
+                 max_model_len: int = 128, trust_remote_code: bool = False, llm_kwargs: dict | None = None):
+        from opd_ray.weight_sync import EngineWeightTransfer
+
+        # llm_kwargs: weight_transfer_config for the broadcast paths (opd_ray/weight_sync.py)
+        self.llm = make_llm(model_path, max_model_len, run_seed, trust_remote_code, "processed_logprobs",
+                            **(llm_kwargs or {}))
+        self.transfer = EngineWeightTransfer(self)
         self.tokenizer = load_tokenizer(model_path, trust_remote_code)
         self.max_new_tokens, self.temperature, self.top_k, self.run_seed = max_new_tokens, temperature, top_k, run_seed
         self.policy_version: int | None = 0  # None: stale (a sync failed or is in progress)

@@ -33,9 +33,19 @@ def opd_job_args(*overrides) -> list[str]:
             *overrides]
 
 
+def private_home_env(home: Path) -> dict:
+    """Token auth with a private token: a private HOME (Ray reads ~/.ray/auth_token), no inherited token.
+    DeepSpeed's compiled ops stay in the real home's cache: a fresh one would rebuild them (minutes here)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "HOME": str(home),
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
+                                                  str(Path.home() / ".cache" / "torch_extensions"))}
+    env.pop("RAY_AUTH_TOKEN", None)
+    return env
+
+
 @contextmanager
 def ray_head(home: Path, extra_env: dict | None = None, num_cpus: int = 2):
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "HOME": str(home), **(extra_env or {}),
+    env = {**private_home_env(home), **(extra_env or {}),
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # stop at once on SIGTERM, without draining for 30 s
     subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     ports = {f"--{name}": str(free_port()) for name in PORT_FLAGS}

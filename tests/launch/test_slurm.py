@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch.ray_head import private_home_env
+
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CLUSTER = ROOT / "launch" / "slurm" / "dev_cluster.sh"
 
@@ -31,9 +33,8 @@ def slurm_conf() -> str:
 
 def test_sbatch_runs_opd_through_ray_and_returns_its_status(slurm_conf, tiny_lab, tmp_path):
     out_dir = tmp_path / "runs"
-    env = {**os.environ, "SLURM_CONF": slurm_conf, "HOME": str(tmp_path), "OPD_PYTHON": sys.executable,
-           "RAY_AUTH_MODE": "token"}  # a private home: the batch script generates its own token there
-    env.pop("RAY_AUTH_TOKEN", None)
+    # a private home: the batch script generates its own token there
+    env = {**private_home_env(tmp_path), "SLURM_CONF": slurm_conf, "OPD_PYTHON": sys.executable}
     sbatch = ["sbatch", "--wait", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=2",
               "--time=20", str(ROOT / "launch" / "slurm" / "opd.sbatch"),
               "--config", "configs/lab_cpu.yaml", f"model.student={tiny_lab / 'student'}",
@@ -49,8 +50,7 @@ def test_sbatch_runs_opd_through_ray_and_returns_its_status(slurm_conf, tiny_lab
 
 
 def test_a_failing_job_fails_the_slurm_job(slurm_conf, tmp_path):
-    env = {**os.environ, "SLURM_CONF": slurm_conf, "HOME": str(tmp_path), "OPD_PYTHON": sys.executable}
-    env.pop("RAY_AUTH_TOKEN", None)
+    env = {**private_home_env(tmp_path), "SLURM_CONF": slurm_conf, "OPD_PYTHON": sys.executable}
     sbatch = ["sbatch", "--wait", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=2", "--time=10",
               str(ROOT / "launch" / "slurm" / "opd.sbatch"), "--config", "configs/lab_cpu.yaml", "run.steps=0"]
     job = subprocess.run(sbatch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

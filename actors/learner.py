@@ -43,8 +43,8 @@ class LearnerRank:
         """rollout.weight_sync = nccl | ipc | gloo: join the engines through vLLM's weight-transfer API."""
         from opd_ray.weight_sync import TrainerWeightTransfer
 
-        l = self.learner
-        self.weight_transfer = TrainerWeightTransfer(mode, l.rank, l.engine.module, l.zero_stage, engines,
+        ds = self.learner
+        self.weight_transfer = TrainerWeightTransfer(mode, ds.rank, ds.engine.module, ds.zero_stage, engines,
                                                      engine_shapes, timeout_s, init_timeout_s)
 
     def send_weights(self, policy_version):

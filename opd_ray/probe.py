@@ -165,6 +165,32 @@ def greedy_generator(model, tok, max_new_tokens: int):
     return generate
 
 
+@torch.no_grad()
+def first_disagreement_advantage(s_model, t_model, tok, prompts: list[str], max_new_tokens: int) -> dict:
+    """Local knowledge, the signal OPD actually uses: in the student's greedy answer, take the first token
+    where the teacher's top-1 differs, substitute the teacher's token, let the *student* finish greedily.
+    Returns the accuracy change (substituted minus original) and the share of answers with a disagreement.
+    Reported, not used by the verdict (an addition of ours, not a metric of the paper)."""
+    prompt_ids = [tok(p)["input_ids"] for p in prompts]
+    out = sample(s_model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=tok.eos_token_id,
+                 pad_id=tok.pad_token_id, seeds=None)
+    ids_BP, mask_BP = left_pad(prompt_ids, tok.pad_token_id)
+    t_top1 = response_logits(t_model, ids_BP.numpy(), mask_BP.numpy().astype(bool), out.response_ids_BR,
+                             out.response_mask_BR).argmax(-1).numpy()
+    original = decode_responses(tok, out)
+    differs = (t_top1 != out.response_ids_BR) & out.response_mask_BR
+    rows = [i for i in range(len(prompts)) if differs[i].any()]
+    prefixes = {i: out.response_ids_BR[i, : differs[i].argmax()].tolist() + [int(t_top1[i, differs[i].argmax()])]
+                for i in rows}
+    continued = greedy_generator(s_model, tok, max_new_tokens)([prompt_ids[i] + prefixes[i] for i in rows]) \
+        if rows else []
+    substituted = list(original)
+    for i, rest in zip(rows, continued):
+        substituted[i] = tok.decode(prefixes[i], skip_special_tokens=True) + rest
+    return {"first_disagreement_advantage": score_responses(prompts, substituted) - score_responses(prompts, original),
+            "answers_with_disagreement": len(rows) / len(prompts)}
+
+
 # ---------------------------------------------------------------- verdict
 def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSettings) -> tuple[str, dict]:
     """Conditions in the order they block OPD: a broken contract makes every number meaningless; a pattern
@@ -186,7 +212,9 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
             f"teacher-continuation advantage {advantage:+.3f} at depth 0 vs threshold {settings.min_advantage} "
             f"(student greedy accuracy {continuation['student_accuracy']:.3f}; deeper: "
             + ", ".join(f"{k.removeprefix('depth_')}: {v:+.3f}" for k, v in continuation.items()
-                        if k.startswith("depth_") and k != "depth_0") + ")")},
+                        if k.startswith("depth_") and k != "depth_0")
+            + f"; local: substituting the teacher's token at the first disagreement changes the student's accuracy "
+            f"by {metrics.get('first_disagreement_advantage', float('nan')):+.3f}, not used in the verdict)")},
     }
     for verdict, condition in (("contract_violation", "contract"), ("pattern_mismatch", "thinking_pattern"),
                                ("no_new_capability", "new_capability")):
@@ -220,6 +248,7 @@ def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts
         continuation = teacher_continuation_advantage(greedy_generator(s_model, s_tok, n),
                                                       greedy_generator(t_model, s_tok, n), prompts, s_tok,
                                                       settings.depths)
+        metrics.update(first_disagreement_advantage(s_model, t_model, s_tok, prompts, n))
     verdict, conditions = decide(contract, metrics, continuation, settings)
     return ProbeReport(verdict, conditions, metrics, continuation, contract, cfg.model.student, cfg.model.teacher,
                        len(prompts), cfg.objective.k, round(time.time() - t0, 1))

@@ -49,6 +49,9 @@ class ProbeSettings:
     min_advantage: float = 0.2
     self_test_tol: float = 1e-3  # max |log p_sampler - log p_scorer| per token for the student-vs-itself test
     depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    # torch CPU threads while probing: tiny lab models are fastest on one, and on a shared machine more threads
+    # spin-wait (measured: 2.4 s with 1 thread vs 91 s with 2 on a loaded 2-core machine)
+    threads: int = 1
 
 
 @dataclass
@@ -227,7 +230,15 @@ def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts
               ) -> ProbeReport:
     """The Python API: probe cfg.model.teacher against cfg.model.student on `prompts` (default: the first
     `settings.n_prompts` of the run's OPD prompt set)."""
-    t0 = time.time()
+    t0, threads = time.time(), torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        return _run_probe(cfg, settings, prompts, t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[str] | None, t0: float) -> ProbeReport:
     torch.manual_seed(cfg.run.seed)
     prompts = prompts if prompts is not None else lab_train_prompts(cfg.data, cfg.run.seed)[: settings.n_prompts]
     if not prompts:
@@ -286,6 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefix depths (fractions of the student's response) for the continuation advantage")
     parser.add_argument("--min-overlap-mass", type=float, default=ProbeSettings.min_overlap_mass)
     parser.add_argument("--min-advantage", type=float, default=ProbeSettings.min_advantage)
+    parser.add_argument("--threads", type=int, default=ProbeSettings.threads, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
@@ -300,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
         with open(args.prompts_file) as f:
             prompts = [line.rstrip("\n") for line in f if line.strip()][: args.n_prompts]
     settings = ProbeSettings(n_prompts=args.n_prompts, min_overlap_mass=args.min_overlap_mass,
-                             min_advantage=args.min_advantage, depths=list(args.depths))
+                             min_advantage=args.min_advantage, depths=list(args.depths), threads=args.threads)
     report = run_probe(cfg, settings, prompts)
     print(report.to_json() if args.json else render(report))
     return 0

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)  # validated before Ray starts
         resume_from = find_resume_checkpoint(args.resume, Path(cfg.run.out_dir), cfg.run.name) if args.resume else None
         if resume_from is not None:
-            check_resume_config(resume_from, cfg, args.allow_config_change)
+            check_resume_config(resume_from, cold_start.resumed_config(cfg, resume_from.parent.parent),
+                                args.allow_config_change)
     except (ConfigError, ResumeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

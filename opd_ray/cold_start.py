@@ -175,6 +175,17 @@ def _run_stage(cfg: OPDConfig, out: Path, tokenizer, start_engine, start_learner
             "student_export": str(out / "hf")}
 
 
+def resumed_config(cfg: OPDConfig, run_dir: Path) -> OPDConfig:
+    """The config a cold-start run's OPD stage ran with (its student is the stage's export), so that resuming
+    such a run compares like with like; other configs are returned unchanged."""
+    export = run_dir / STAGE_DIR / "hf"
+    if "cold_start" not in cfg.stages or not export.is_dir():
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.model.student = str(export)
+    return out
+
+
 def merge_summary(summary: dict, stage: dict, run_dir: Path) -> dict:
     """The OPD summary measures from the cold-started student; add the stage and the recovery of the whole
     pipeline, measured from the original student (comparable with a plain OPD run's gap_recovery)."""

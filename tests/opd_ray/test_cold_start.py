@@ -92,3 +92,12 @@ def test_all_rejected_is_an_error_that_names_the_filters(monkeypatch):
     engine = FakeTeacherEngine(tok, {0: ["12+34=46;"]})
     with pytest.raises(RuntimeError, match="cold_start.filters='lab'"):
         cold_start.generate_filtered(engine, ["12+34:"], tok, cfg)
+
+
+def test_resume_compares_against_the_stage_export(tmp_path):
+    cfg = load_config(CONFIG, ["stages=[cold_start,opd]"])
+    assert cold_start.resumed_config(cfg, tmp_path) is cfg  # no stage output yet
+    (tmp_path / "cold_start" / "hf").mkdir(parents=True)
+    assert cold_start.resumed_config(cfg, tmp_path).model.student == str(tmp_path / "cold_start" / "hf")
+    plain = load_config(CONFIG)
+    assert cold_start.resumed_config(plain, tmp_path) is plain

@@ -53,7 +53,7 @@ bench: setup-vllm  ## HF vs vLLM rollout throughput -> bench/results/rollout_thr
 test-slow: setup
 	$(ENV) $(PY) -m pytest -m slow
 
-lab: setup  ## rebuild the lab tokenizer and models (deterministic, ~25 min on 2 cores)
+lab: setup  ## rebuild the lab tokenizer, student and three teachers (deterministic; ~25 min + ~20 min on 2 cores)
 	$(ENV) $(PY) -m opd_ray.lab.build --out opd_ray/lab/artifacts
 
 clean:

@@ -35,3 +35,17 @@ def test_incompatible_teacher_is_as_capable_but_thinks_right_to_left():
     p = Problem((21, 43, 65, 87))
     assert greedy("teacher_incompatible", p.prompt) == p.solution_in("reverse")
     assert greedy("teacher", p.prompt) == p.solution
+
+
+def test_build_fine_tunes_the_incompatible_teacher_from_the_teacher(tmp_path):
+    """`make lab`'s two phases at a tiny step count: the fine-tune waits for, and starts from, its base."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "opd_ray.lab.build", "--out", str(tmp_path), "--steps-scale",
+                           "0.002", "--only", "teacher_incompatible", "teacher"], capture_output=True, text=True,
+                          timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    cards = {n: json.loads((tmp_path / n / "lab_card.json").read_text()) for n in ("teacher", "teacher_incompatible")}
+    assert cards["teacher_incompatible"]["init_from"] == "teacher" and cards["teacher_incompatible"]["cot"] == "reverse"
+    assert cards["teacher"]["sft_steps"] == 5 and cards["teacher_incompatible"]["sft_steps"] == 1

@@ -44,7 +44,8 @@ def connect_ray() -> None:
     """Attach to the cluster of `ray job submit` (RAY_ADDRESS is set there), else start a local one."""
     if ray.is_initialized():
         return
-    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
+    # "local", not None: None would join any cluster last announced in /tmp/ray/ray_current_cluster.
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
 
 

@@ -31,7 +31,9 @@ def ray_cluster():
     """A local Ray with 2 CPUs for the session (token auth stays on; Ray generates the token)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # address="local": always a fresh Ray of our own; without it, ray.init() joins whatever cluster another
+    # process on this machine last announced in /tmp/ray/ray_current_cluster (`ray start`, cluster_utils).
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()

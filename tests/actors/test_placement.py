@@ -31,6 +31,10 @@ def run_on_two_nodes(tiny_lab: str, out: str) -> None:
     from opd_ray.config import ConfigError
     from tests.actors.loop import train_with_actors
 
+    # Cluster announces itself in /tmp/ray/ray_current_cluster (and deletes that file at shutdown): every
+    # `ray.init()` without an address on this machine would join it meanwhile. Keep it to ourselves.
+    ray._private.utils.write_ray_address = lambda *args, **kwargs: None
+    ray._common.utils.reset_ray_address = lambda *args, **kwargs: None
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"rollout_node": 1},
                                                             "include_dashboard": False})
     learner_node = cluster.add_node(num_cpus=2, resources={"learner_node": 1}, labels={"opd-role": "train"})

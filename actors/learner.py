@@ -16,7 +16,8 @@ class LearnerRank:
         self.learner = DeepSpeedLearner(cfg.model.student, cfg.learner, cfg.objective, rank=rank,
                                         world_size=world_size, master_addr=master_addr, master_port=master_port,
                                         temperature=cfg.rollout.temperature, seed=cfg.run.seed,
-                                        fault=cfg.run.fault, generation=generation)
+                                        fault=cfg.run.fault, generation=generation,
+                                        trust_remote_code=cfg.model.trust_remote_code)
 
     def ready(self) -> bool:
         return True

@@ -187,10 +187,23 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(f"{key}: {getattr(err, 'msg', err)} (in {path} or overrides)") from None
+    except TypeError as err:  # OmegaConf raises a bare TypeError when a list meets a mapping, or the reverse
+        raise ConfigError(f"{mismatched_key(schema, overrides)}: {err} (a list where a mapping is expected, or the "
+                          f"reverse; in {path} or overrides)") from None
     cfg.model.student = resolve_path(cfg.model.student)
     cfg.model.teacher = resolve_path(cfg.model.teacher)
     validate(cfg)
     return cfg
+
+
+def mismatched_key(schema, overrides: list[str]) -> str:
+    """The first override that cannot merge into the schema on its own (else the YAML file is at fault)."""
+    for override in overrides:
+        try:
+            OmegaConf.merge(schema, OmegaConf.from_dotlist([override]))
+        except (TypeError, OmegaConfBaseException):
+            return override.split("=", 1)[0]
+    return "config"
 
 
 def resolve_path(name: str) -> str:

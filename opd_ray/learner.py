@@ -32,14 +32,15 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
 class DeepSpeedLearner:
     def __init__(self, model_path: str, learner: LearnerConfig, objective: ObjectiveConfig, *, rank: int,
                  world_size: int, master_addr: str, master_port: int, temperature: float, seed: int,
-                 fault: str = "", generation: int = 0):
+                 fault: str = "", generation: int = 0, trust_remote_code: bool = False):
         import torch._dynamo  # noqa: F401  (zero.Init in some transformers releases imports it lazily; see DESIGN.md)
         import deepspeed
 
         torch.manual_seed(seed)
         init_distributed(rank, world_size, master_addr, master_port)
         self.rank, self.world_size, self.objective, self.temperature = rank, world_size, objective, temperature
-        model = load_model(model_path)
+        model = load_model(model_path, trust_remote_code)
+        self.trust_remote_code = trust_remote_code
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=learner.lr, weight_decay=learner.weight_decay)
         ds_config = {
@@ -120,7 +121,7 @@ class DeepSpeedLearner:
         module = self.engine.module
         module.save_pretrained(path, state_dict={k: torch.tensor(v) for k, v in weights.items()},
                                safe_serialization=True)
-        AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
+        AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=self.trust_remote_code).save_pretrained(path)
         return path
 
     def full_state_dict(self) -> dict[str, np.ndarray]:

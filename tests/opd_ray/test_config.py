@@ -30,6 +30,12 @@ def test_every_config_loads(path):
     ("model.student=/nonexistent/model", "model.student"),
     ("data.train_n_terms=[5,4]", "data.train_n_terms"),
     ("learner.num_ranks=1000", "learner.num_ranks"),
+    ("placement.teacher.node_labels=[a]", "placement.teacher.node_labels"),  # a list where a mapping goes
+    ("objective.support=both", "objective.support"),
+    ("objective.weights=softmax", "objective.weights"),
+    ("objective.beta=1.5", "objective.beta"),
+    ("teacher.logprob_dtype=bfloat16", "teacher.logprob_dtype"),
+    ("data.continuation_depths=[0.5,1.0]", "data.continuation_depths"),
 ])
 def test_bad_values_are_rejected_naming_the_field(override, field):
     with pytest.raises(ConfigError) as err:

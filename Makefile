@@ -44,8 +44,12 @@ test: setup  ## the default test tier
 run-vllm: setup-vllm  ## the lab job with vLLM rollouts and teacher
 	$(ENV) $(VENV_VARS) $(VPY) launch/opd_job.py --config configs/lab_cpu_vllm.yaml $(ARGS)
 
+# One pytest process per test file: vLLM keeps process-global state (its parallel groups, registered kernels),
+# and in-process engines left by one file's tests broke the next file's engines when all ran in one process.
+VLLM_TEST_FILES = $(shell grep -rl "pytest.mark.vllm" tests --include='test_*.py' | sort)
+
 test-vllm: setup-vllm  ## the tests marked vllm, in .venv-vllm
-	$(ENV) $(VENV_VARS) $(VPY) -m pytest -m vllm
+	@set -e; for f in $(VLLM_TEST_FILES); do echo "== $$f"; $(ENV) $(VENV_VARS) $(VPY) -m pytest -m vllm -q $$f; done
 
 bench: setup-vllm  ## HF vs vLLM rollout throughput -> bench/results/rollout_throughput.json
 	$(ENV) $(VENV_VARS) $(VPY) bench/rollout_throughput.py

@@ -27,7 +27,7 @@ import ray
 
 from opd_ray.config import OPDConfig
 from opd_ray.controller import get
-from opd_ray.data import lab_eval_prompts, lab_train_prompts
+from opd_ray.data import lab_eval_prompts, opd_prompt_set
 from opd_ray.evaluation import evaluate, gap_recovery
 from opd_ray.filters import LAB_FILTERS, PAPER_FILTERS, filter_responses
 from opd_ray.lab import build as lab_build
@@ -50,7 +50,7 @@ def cold_start_prompts(cfg: OPDConfig) -> list[str]:
 def opd_prompts(cfg: OPDConfig) -> list[str]:
     """The OPD prompt set; after a cold start, without the SFT prompts (exact, and near-duplicates when
     `cold_start.dedup_threshold` < 1), as the paper ran OPD on prompts deduplicated against the SFT subset."""
-    prompts = lab_train_prompts(cfg.data, cfg.run.seed)
+    prompts = opd_prompt_set(cfg.data, cfg.run.seed)
     if "cold_start" not in cfg.stages:
         return prompts
     return dedup(prompts, against=cold_start_prompts(cfg), threshold=cfg.cold_start.dedup_threshold)

@@ -19,6 +19,8 @@ BACKENDS = ("hf", "vllm")
 PLACEMENT_STRATEGIES = ("", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 STAGE_ORDERS = (["opd"], ["cold_start", "opd"], ["cold_start"])  # cold_start alone: only the SFT'd student
 QUERY_FIELD = "{q}"
+LAB_PROMPTS = "lab:"  # data.teacher_prompts=lab:<model>: a lab model's own post-training prompts
+PROMPT_FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
 class ConfigError(ValueError):
@@ -56,6 +58,13 @@ class DataConfig:
     max_prompt_tokens: int = 24
     prompt_template: str = "{q}"  # OPD prompts are rendered as this, {q} = the task's prompt (opd_ray/prompts.py)
     entropy_collapse_ratio: float = 0.05  # warn when student entropy < this x its first-step value; 0 = off
+    # content alignment (the paper's §3.2 b): OPD prompts from the teacher's post-training data. A .txt (one prompt
+    # per line), .jsonl or .parquet (a "prompt" field) file, used verbatim, or lab:<model> for a lab model's own
+    # SFT prompts. Empty: the task's prompts. See opd_ray/data.py opd_prompt_set.
+    teacher_prompts: str = ""
+    other_share: float = 0.0  # with teacher_prompts: this share of the OPD set comes from the task's own prompts
+    dedup_threshold: float = 1.0  # with teacher_prompts: drop near-duplicates (cosine >= this) within the set and
+    #                               of the held-out eval problems; 1.0 = exact duplicates only
 
 
 @dataclass
@@ -192,6 +201,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
                           f"reverse; in {path} or overrides)") from None
     cfg.model.student = resolve_path(cfg.model.student)
     cfg.model.teacher = resolve_path(cfg.model.teacher)
+    if cfg.data.teacher_prompts and not cfg.data.teacher_prompts.startswith(LAB_PROMPTS):
+        cfg.data.teacher_prompts = resolve_path(cfg.data.teacher_prompts)
     validate(cfg)
     return cfg
 
@@ -246,6 +257,7 @@ def validate(cfg: OPDConfig) -> None:
     for problem in weight_sync_problems(cfg):
         _check(False, "rollout.weight_sync", problem)
     validate_stages(cfg)
+    validate_prompt_selection(cfg.data)
     _check(all(0.0 <= d < 1.0 for d in cfg.data.continuation_depths), "data.continuation_depths",
            f"each depth must be in [0, 1), got {cfg.data.continuation_depths}")
     _check(cfg.data.task == "lab_arith", "data.task", f"only 'lab_arith' is available, got {cfg.data.task!r}")
@@ -259,6 +271,24 @@ def validate(cfg: OPDConfig) -> None:
         context = model_context_length(getattr(cfg.model, role), f"model.{role}")
         _check(budget <= context, "rollout.max_new_tokens",
                f"data.max_prompt_tokens + rollout.max_new_tokens = {budget} exceeds the {role}'s context of {context}")
+
+
+def validate_prompt_selection(data: DataConfig) -> None:
+    _check(0.0 <= data.other_share <= 1.0, "data.other_share", f"must be in [0, 1], got {data.other_share}")
+    _check(0.0 < data.dedup_threshold <= 1.0, "data.dedup_threshold", f"must be in (0, 1], got {data.dedup_threshold}")
+    source = data.teacher_prompts
+    if not source:
+        return
+    if source.startswith(LAB_PROMPTS):
+        from opd_ray.lab.build import RECIPES  # the lab's model names (imports torch; only when asked for)
+
+        name = source.removeprefix(LAB_PROMPTS)
+        _check(name in RECIPES, "data.teacher_prompts", f"no lab model {name!r}; one of {sorted(RECIPES)}")
+        return
+    path = Path(source)
+    _check(path.is_file(), "data.teacher_prompts", f"file not found: {source}")
+    _check(path.suffix in PROMPT_FILE_SUFFIXES, "data.teacher_prompts",
+           f"{source}: must end in one of {PROMPT_FILE_SUFFIXES}")
 
 
 def validate_placement(placement: PlacementConfig) -> None:

@@ -9,9 +9,15 @@ rollouts, in-process with Hugging Face models (no Ray), plus the teacher contrac
   overlap mass (the paper's successful runs keep 97-99% of both models' mass on shared top-k tokens; a teacher
   that wants a different next step leaves mass outside the shared tokens), taken as a share of each model's own
   top-k mass so that a flat (high-entropy) model is not flagged for being flat.
-- condition (ii), new capability: teacher-continuation advantage (teacher accuracy continuing the student's
-  greedy response cut at several depths, minus the student's own accuracy). At depth 0 it is simply
-  "does the teacher solve the prompts the student fails"; the criterion uses depth 0.
+- condition (ii), new capability, measured two ways, and the teacher passes if either shows it:
+  - globally, the paper's teacher-continuation advantage (teacher accuracy continuing the student's greedy
+    response cut at several depths, minus the student's own accuracy); at depth 0 it is simply "does the
+    teacher solve the prompts the student fails";
+  - locally, the first-disagreement advantage: substitute the teacher's top-1 token where it first differs
+    from the student's greedy answer and let the student finish. This asks what OPD asks (is the teacher right
+    where it disagrees with the student, on the student's own states). On the lab it is what separates a
+    larger same-data teacher that still fixes the student's errors (OPD gains 43 points) from one that does
+    not (docs/recipes.md).
 - contract: same vocabulary and special-token ids, same logit width, prompts tokenise and decode identically
   (through the chat template when there is one), equal temperatures, and a self-test: the student scored by
   itself through the teacher's scoring path must give KL ~ 0 (catches padding/position/temperature bugs).
@@ -30,7 +36,7 @@ import torch
 
 from opd_ray import diagnostics as diag
 from opd_ray.config import ConfigError, OPDConfig, load_config
-from opd_ray.data import lab_train_prompts, score_responses
+from opd_ray.data import opd_prompt_set, score_responses
 from opd_ray.evaluation import teacher_continuation_advantage
 from opd_ray.hf_models import load_model, load_tokenizer
 from opd_ray.sampling import decode_responses, left_pad, sample, trajectory_seed
@@ -44,9 +50,13 @@ class ProbeSettings:
     n_prompts: int = 128
     # condition (i): both models' shared share of their top-k mass; the paper's working pairs keep 0.97-0.99
     min_overlap_mass: float = 0.95
-    # condition (ii): teacher-continuation advantage at depth 0; the paper's working pair showed +0.37 at its
-    # shallowest prefix, and a teacher that solves under 20 points more than the student has little to distil
+    # condition (ii), globally: teacher-continuation advantage at depth 0; the paper's working pair showed +0.37
+    # at its shallowest prefix, and a teacher that solves under 20 points more than the student alone has
+    # little to distil *unless* it is right where the student goes wrong, which the local measure asks
     min_advantage: float = 0.2
+    # condition (ii), locally: first-disagreement advantage (accuracy change from taking the teacher's token at
+    # the first disagreement); positive when the teacher's corrections help the student on its own states
+    min_local_advantage: float = 0.1
     self_test_tol: float = 1e-3  # max |log p_sampler - log p_scorer| per token for the student-vs-itself test
     depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     # torch CPU threads while probing: tiny lab models are fastest on one, and on a shared machine more threads
@@ -173,7 +183,7 @@ def first_disagreement_advantage(s_model, t_model, tok, prompts: list[str], max_
     """Local knowledge, the signal OPD actually uses: in the student's greedy answer, take the first token
     where the teacher's top-1 differs, substitute the teacher's token, let the *student* finish greedily.
     Returns the accuracy change (substituted minus original) and the share of answers with a disagreement.
-    Reported, not used by the verdict (an addition of ours, not a metric of the paper)."""
+    Condition (ii)'s local measure (an addition of ours, not a metric of the paper)."""
     prompt_ids = [tok(p)["input_ids"] for p in prompts]
     out = sample(s_model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=tok.eos_token_id,
                  pad_id=tok.pad_token_id, seeds=None)
@@ -200,8 +210,9 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
     mismatch makes the teacher's signal unusable however capable it is; then novelty."""
     failed = [name for name, c in contract.items() if not c["pass"]]
     mass = min(metrics["overlap_share_student"], metrics["overlap_share_teacher"])
-    advantage = continuation["depth_0"]
+    advantage, local = continuation["depth_0"], metrics.get("first_disagreement_advantage", float("nan"))
     compatible = mass >= settings.min_overlap_mass
+    novel = advantage >= settings.min_advantage or local >= settings.min_local_advantage
     conditions = {
         "contract": {"pass": not failed, "why": "all checks pass" if not failed else f"failed: {', '.join(failed)}"},
         "thinking_pattern": {"pass": compatible, "why": (
@@ -211,13 +222,13 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
             f"overlap ratio {metrics['overlap_ratio']:.3f}, top-1 agreement "
             f"{metrics['top1_agreement']:.3f}, sampled reverse KL {metrics['reverse_kl']:.3f}, entropy gap "
             f"{metrics['entropy_gap']:.3f}")},
-        "new_capability": {"pass": advantage >= settings.min_advantage, "why": (
-            f"teacher-continuation advantage {advantage:+.3f} at depth 0 vs threshold {settings.min_advantage} "
-            f"(student greedy accuracy {continuation['student_accuracy']:.3f}; deeper: "
+        "new_capability": {"pass": novel, "why": (
+            f"global: teacher-continuation advantage {advantage:+.3f} at depth 0 vs threshold "
+            f"{settings.min_advantage} (student greedy accuracy {continuation['student_accuracy']:.3f}; deeper: "
             + ", ".join(f"{k.removeprefix('depth_')}: {v:+.3f}" for k, v in continuation.items()
                         if k.startswith("depth_") and k != "depth_0")
-            + f"; local: substituting the teacher's token at the first disagreement changes the student's accuracy "
-            f"by {metrics.get('first_disagreement_advantage', float('nan')):+.3f}, not used in the verdict)")},
+            + f"); local: the teacher's token at the first disagreement changes the student's accuracy by "
+            f"{local:+.3f} vs threshold {settings.min_local_advantage}; passes if either does")},
     }
     for verdict, condition in (("contract_violation", "contract"), ("pattern_mismatch", "thinking_pattern"),
                                ("no_new_capability", "new_capability")):
@@ -240,7 +251,7 @@ def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts
 
 def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[str] | None, t0: float) -> ProbeReport:
     torch.manual_seed(cfg.run.seed)
-    prompts = prompts if prompts is not None else lab_train_prompts(cfg.data, cfg.run.seed)[: settings.n_prompts]
+    prompts = prompts if prompts is not None else opd_prompt_set(cfg.data, cfg.run.seed)[: settings.n_prompts]
     if not prompts:
         raise ValueError("prompts: the probe needs at least one prompt")
     s_tok, t_tok = (load_tokenizer(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
@@ -296,7 +307,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depths", type=float, nargs="+", default=ProbeSettings().depths,
                         help="prefix depths (fractions of the student's response) for the continuation advantage")
     parser.add_argument("--min-overlap-mass", type=float, default=ProbeSettings.min_overlap_mass)
-    parser.add_argument("--min-advantage", type=float, default=ProbeSettings.min_advantage)
+    parser.add_argument("--min-advantage", type=float, default=ProbeSettings.min_advantage,
+                        help="condition (ii), global: teacher-continuation advantage at depth 0")
+    parser.add_argument("--min-local-advantage", type=float, default=ProbeSettings.min_local_advantage,
+                        help="condition (ii), local: first-disagreement advantage")
     parser.add_argument("--threads", type=int, default=ProbeSettings.threads, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
@@ -312,7 +326,8 @@ def main(args: argparse.Namespace) -> int:
         with open(args.prompts_file) as f:
             prompts = [line.rstrip("\n") for line in f if line.strip()][: args.n_prompts]
     settings = ProbeSettings(n_prompts=args.n_prompts, min_overlap_mass=args.min_overlap_mass,
-                             min_advantage=args.min_advantage, depths=list(args.depths), threads=args.threads)
+                             min_advantage=args.min_advantage, min_local_advantage=args.min_local_advantage,
+                             depths=list(args.depths), threads=args.threads)
     report = run_probe(cfg, settings, prompts)
     print(report.to_json() if args.json else render(report))
     return 0

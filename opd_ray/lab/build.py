@@ -23,11 +23,12 @@ import torch
 from transformers import LlamaForCausalLM
 
 from opd_ray.lab.models import build_model
-from opd_ray.lab.sft import accuracy, train_sft
+from opd_ray.lab.sft import accuracy, sft_problems, train_sft
 from opd_ray.lab.task import sample_problems
 from opd_ray.lab.tokenizer import build_tokenizer
 
 EASY, HARD = (2, 3), (4, 5)
+SFT_BATCH = 64
 EVAL_SEED_EASY, EVAL_SEED_HARD = 900_001, 900_002  # the held-out sets; training seeds never reach them
 RECIPES = {
     # name: (model size, SFT mixture [(weight, n_terms range)], steps, seed)
@@ -40,6 +41,16 @@ RECIPES = {
 VARIANTS = {
     "teacher_incompatible": {"init_from": "teacher", "cot": "reverse", "lr": 1e-3},
 }
+
+
+def post_training_prompts(name: str) -> list[str]:
+    """The distinct prompts a lab model was post-trained on (its SFT data, regenerated exactly, in order; a
+    fine-tuned variant adds its base's): what the paper's content alignment selects OPD prompts from."""
+    size, mixture, steps, seed = RECIPES[name]
+    base = VARIANTS.get(name, {}).get("init_from")
+    problems = sft_problems(mixture, steps=steps, batch_size=SFT_BATCH, seed=seed)
+    prompts = (post_training_prompts(base) if base else []) + [p.prompt for p in problems]
+    return list(dict.fromkeys(prompts))
 
 
 def eval_sets(n: int = 512):
@@ -58,7 +69,7 @@ def train_one(name: str, out_dir: str, steps_scale: float) -> dict:
         model = build_model(size, tokenizer, seed)
     t0 = time.time()
     cot = variant.get("cot", "forward")
-    losses = train_sft(model, tokenizer, mixture, steps=steps, batch_size=64, lr=variant.get("lr", 3e-3),
+    losses = train_sft(model, tokenizer, mixture, steps=steps, batch_size=SFT_BATCH, lr=variant.get("lr", 3e-3),
                        seed=seed, desc=name, cot=cot)
     easy, hard = eval_sets()
     card = {

@@ -51,6 +51,24 @@ def accuracy(model, tokenizer, problems: list[Problem], max_new_tokens: int = 64
     return correct / len(problems)
 
 
+def sft_batch_problems(mixture, weights: torch.Tensor, gen: torch.Generator, step: int, batch_size: int,
+                       seed: int) -> list[Problem]:
+    """The problems of SFT step `step`: the mixture component of each row drawn from `gen`, then seeded draws."""
+    counts = torch.bincount(torch.multinomial(weights, batch_size, True, generator=gen), minlength=len(mixture))
+    problems = []
+    for (_, n_range), count in zip(mixture, counts.tolist()):
+        problems += sample_problems(seed * 1_000_003 + step * 31 + n_range[0], count, n_range)
+    return problems
+
+
+def sft_problems(mixture: list[tuple[float, tuple[int, int]]], *, steps: int, batch_size: int, seed: int
+                 ) -> list[Problem]:
+    """Every problem `train_sft` trains on with these arguments, in order: a model's post-training data."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = torch.tensor([w for w, _ in mixture])
+    return [p for step in range(steps) for p in sft_batch_problems(mixture, weights, gen, step, batch_size, seed)]
+
+
 def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *, steps: int, batch_size: int,
               lr: float, seed: int, desc: str, cot: str = "forward") -> list[float]:
     """Train on problems drawn from `mixture` = [(weight, n_terms_range), ...] with chains of thought in the
@@ -64,11 +82,8 @@ def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *,
     model.train()
     losses, t0 = [], time.time()
     for step in (bar := tqdm(range(steps), desc=desc, mininterval=5)):
-        counts = torch.bincount(torch.multinomial(weights, batch_size, True, generator=gen), minlength=len(mixture))
-        problems = []
-        for (_, n_range), count in zip(mixture, counts.tolist()):
-            problems += sample_problems(seed * 1_000_003 + step * 31 + n_range[0], count, n_range)
-        ids, mask, labels = make_batch(tokenizer, problems, cot)
+        ids, mask, labels = make_batch(tokenizer, sft_batch_problems(mixture, weights, gen, step, batch_size, seed),
+                                       cot)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -36,6 +36,11 @@ def test_every_config_loads(path):
     ("objective.beta=1.5", "objective.beta"),
     ("teacher.logprob_dtype=bfloat16", "teacher.logprob_dtype"),
     ("data.continuation_depths=[0.5,1.0]", "data.continuation_depths"),
+    ("data.other_share=1.5", "data.other_share"),
+    ("data.dedup_threshold=0", "data.dedup_threshold"),
+    ("data.teacher_prompts=/nonexistent/prompts.txt", "data.teacher_prompts"),
+    ("data.teacher_prompts=lab:nobody", "data.teacher_prompts"),
+    ("data.teacher_prompts=configs/lab_cpu.yaml", "data.teacher_prompts"),  # exists, not a prompt file
 ])
 def test_bad_values_are_rejected_naming_the_field(override, field):
     with pytest.raises(ConfigError) as err:

@@ -54,14 +54,23 @@ def test_a_temperature_mismatch_is_a_contract_violation(tiny_lab):
 
 @pytest.mark.skipif(not (LAB / "teacher_samedata").is_dir() or not (LAB / "teacher_incompatible").is_dir(),
                     reason="lab teachers not built (make lab)")
-def test_probe_ranks_the_three_lab_teachers_as_the_paper_predicts():
+def test_probe_verdicts_on_the_lab_pairs_match_their_opd_outcomes():
+    """docs/recipes.md measured OPD with each pair: teacher +53 points, teacher_samedata +43 (it fixes the
+    student's copying errors though it solves few more problems alone), teacher_incompatible -44 (a different
+    chain-of-thought order), and the reverse pair (the capable model taught by teacher_samedata) regresses."""
     settings = ProbeSettings(n_prompts=64, depths=[0.0])  # the verdict uses depth 0; deeper depths cost time
-    reports = {name: probe(LAB / "student", LAB / name, settings=settings)
-               for name in ("teacher", "teacher_samedata", "teacher_incompatible")}
+    pairs = {"teacher": ("student", "teacher"), "teacher_samedata": ("student", "teacher_samedata"),
+             "teacher_incompatible": ("student", "teacher_incompatible"),
+             "reverse": ("teacher", "teacher_samedata")}
+    reports = {name: probe(LAB / s, LAB / t, settings=settings) for name, (s, t) in pairs.items()}
     verdicts = {name: r.verdict for name, r in reports.items()}
-    assert verdicts == {"teacher": "ok", "teacher_samedata": "no_new_capability",
-                        "teacher_incompatible": "pattern_mismatch"}
-    good, incompatible = reports["teacher"], reports["teacher_incompatible"]
+    assert verdicts == {"teacher": "ok", "teacher_samedata": "ok", "teacher_incompatible": "pattern_mismatch",
+                        "reverse": "no_new_capability"}
+    good, same, incompatible = (reports[n] for n in ("teacher", "teacher_samedata", "teacher_incompatible"))
     assert good.metrics["reverse_kl"] < incompatible.metrics["reverse_kl"]
     assert good.metrics["top1_agreement"] > incompatible.metrics["top1_agreement"]
-    assert good.continuation["depth_0"] > reports["teacher_samedata"].continuation["depth_0"]
+    # the same-data teacher passes condition (ii) only locally: the global measure alone would have flagged it
+    assert same.continuation["depth_0"] < settings.min_advantage <= good.continuation["depth_0"]
+    assert same.metrics["first_disagreement_advantage"] >= settings.min_local_advantage
+    assert reports["reverse"].continuation["depth_0"] < 0 and reports["reverse"].metrics[
+        "first_disagreement_advantage"] < settings.min_local_advantage

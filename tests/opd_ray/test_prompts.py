@@ -77,3 +77,75 @@ def test_entropy_collapse_watch_warns_once(capsys):
     assert out.count("warning: student entropy collapsed") == 1 and "by step 4" in out
     EntropyCollapseWatch(0.0)(SimpleNamespace(step=1), {"entropy_student": 0.0})  # off: never warns
     assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------- the OPD prompt set from the teacher's prompts
+def aligned_cfg(source, *overrides):
+    from opd_ray.config import load_config
+    from tests.conftest import ROOT
+
+    return load_config(ROOT / "configs" / "lab_cpu.yaml", [f"data.teacher_prompts={source}", "data.train_prompts=200",
+                                                          *overrides])
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".parquet"])
+def test_opd_prompt_set_draws_the_configured_share_from_a_teacher_prompt_file(tmp_path, suffix):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from opd_ray.data import lab_train_prompts, opd_prompt_set
+    from opd_ray.lab.build import eval_sets
+
+    held_out = eval_sets()[1][0].prompt  # a held-out hard problem must never become an OPD prompt
+    teacher = [f"{a}+{b}+{a}:" for a in range(10, 40) for b in range(10, 20)] + [held_out, "10+10+10:"]
+    path = tmp_path / f"teacher_prompts{suffix}"
+    if suffix == ".txt":
+        path.write_text("\n".join(teacher) + "\n")
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"prompt": p, "id": i}) + "\n" for i, p in enumerate(teacher)))
+    else:
+        pq.write_table(pa.table({"prompt": teacher}), path)
+    cfg = aligned_cfg(path, "data.other_share=0.25")
+    prompts = opd_prompt_set(cfg.data, seed=0)
+    task = set(lab_train_prompts(cfg.data, 0))
+    assert len(prompts) == len(set(prompts)) == 200
+    assert sum(p in set(teacher) for p in prompts) == 150 and sum(p in task for p in prompts) == 50
+    assert held_out not in prompts
+
+
+def test_a_teacher_prompt_file_without_prompts_is_named(tmp_path):
+    from opd_ray.data import opd_prompt_set
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": "1+1:"}\n')
+    with pytest.raises(ValueError, match=r"data.teacher_prompts: .*rows.jsonl line 1 has no string field 'prompt'"):
+        opd_prompt_set(aligned_cfg(path).data, seed=0)
+
+
+def test_lab_teacher_prompts_are_exactly_what_its_sft_trained_on(monkeypatch):
+    """lab:<model> regenerates the model's SFT problems; check against what train_sft actually batches."""
+    from opd_ray.lab import sft
+    from opd_ray.lab.models import build_model
+    from opd_ray.lab.tokenizer import build_tokenizer
+
+    seen = []
+    real_make_batch = sft.make_batch
+    monkeypatch.setattr(sft, "make_batch", lambda tok, problems, cot: seen.extend(problems) or real_make_batch(
+        tok, problems, cot))
+    tok = build_tokenizer()
+    mixture = [(0.5, (2, 3)), (0.5, (4, 5))]
+    sft.train_sft(build_model("student", tok, 0), tok, mixture, steps=3, batch_size=8, lr=1e-3, seed=2, desc="t")
+    assert seen == sft.sft_problems(mixture, steps=3, batch_size=8, seed=2)
+
+
+def test_content_aligned_set_from_the_lab_teacher_has_no_near_duplicates_of_the_eval_set():
+    from opd_ray.data import opd_prompt_set
+    from opd_ray.lab.build import eval_sets
+
+    cfg = aligned_cfg("lab:teacher", "data.dedup_threshold=0.8")
+    prompts = opd_prompt_set(cfg.data, seed=0)
+    held_out = [p.prompt for s in eval_sets() for p in s]
+    sims = char_ngram_embed(prompts) @ char_ngram_embed(held_out).T
+    assert 0 < len(prompts) <= 200 and sims.max() < 0.8

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The lab runs behind docs/recipes.md: OPD with each lab teacher, the two rescues, and reverse distillation.
+# Every arm: configs/lab_cpu.yaml with the recipe budget (100 steps, lr 3e-4, 20 warm-up steps), seed 0.
+# Each writes runs/recipes/rc_<arm>-*/ (metrics.jsonl, summary.json); bench/summarize_runs.py tabulates them.
+#   RUNS="good samedata" bash bench/lab_recipes.sh      # a subset
+set -euo pipefail
+set -f  # the overrides hold [ ] and must not glob
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+LAB=opd_ray/lab/artifacts
+RUNS=${RUNS:-"good samedata incompat_plain incompat_coldstart tpl_foreign reverse"}
+BUDGET="run.steps=100 learner.lr=3e-4 learner.warmup_steps=20"
+declare -A ARGS=(
+  [good]="model.teacher=$LAB/teacher"
+  [samedata]="model.teacher=$LAB/teacher_samedata"
+  [incompat_plain]="model.teacher=$LAB/teacher_incompatible"
+  [incompat_coldstart]="model.teacher=$LAB/teacher_incompatible stages=[cold_start,opd]"
+  [tpl_foreign]="model.teacher=$LAB/teacher data.prompt_template='#{q}'"
+  # the paper's reverse distillation (§3.3): the capable model as the student, a teacher without its capability
+  [reverse]="model.student=$LAB/teacher model.teacher=$LAB/teacher_samedata"
+)
+for name in $RUNS; do
+  # shellcheck disable=SC2086
+  HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $PY launch/opd_job.py --config configs/lab_cpu.yaml \
+    run.name="rc_$name" run.out_dir=runs/recipes $BUDGET ${ARGS[$name]}
+done
+latest() { ls -d runs/recipes/rc_"$1"-* | tail -1; }
+mapfile -t DIRS < <(for name in $RUNS; do latest "$name"; done)
+$PY bench/summarize_runs.py "${DIRS[@]}" --json bench/results/lab_recipes.json

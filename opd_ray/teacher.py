@@ -70,6 +70,6 @@ class TeacherPayload:
 def check_finite(logp_BRV: torch.Tensor, mask_BR: np.ndarray) -> None:
     """NaN (or +inf) at a valid position is a numerics bug: report it, never mask it (DESIGN invariant 7)."""
     bad = torch.isnan(logp_BRV).any(-1) | torch.isposinf(logp_BRV).any(-1)
-    bad &= torch.as_tensor(mask_BR)
+    bad &= torch.from_numpy(np.array(mask_BR, dtype=bool))  # a copy: batches from the object store are read-only
     if bool(bad.any()):
         raise FloatingPointError(f"teacher log-probs are NaN/inf at {int(bad.sum())} valid positions")

@@ -61,17 +61,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=256, help="held-out hard problems")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--also", nargs="*", default=[], metavar="NAME=HF_DIR",
+                        help="more models to classify, e.g. a run's exported student (runs/.../checkpoints/step_N/hf)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     problems = eval_sets(args.n)[1]
     prompts, references = [p.prompt for p in problems], [p.solution for p in problems]
     tok = load_tokenizer(str(LAB / "student"), False)
-    models = {name: load_model(str(LAB / name), False).eval() for name in MODELS}
+    paths = {name: LAB / name for name in MODELS} | dict((n, Path(p)) for n, p in (a.split("=", 1) for a in args.also))
+    models = {name: load_model(str(path), False).eval() for name, path in paths.items()}
     result = {"n": len(problems), "models": {}, "at_student_errors": {}}
     errors = []  # (problem index, deviation index) of the student's wrong answers
     for name, model in models.items():
         kinds = Counter()
-        cot = json.loads((LAB / name / "lab_card.json").read_text()).get("cot", "forward")
+        card = paths[name] / "lab_card.json"
+        cot = json.loads(card.read_text()).get("cot", "forward") if card.is_file() else "forward"
         for i, response in enumerate(greedy(model, tok, prompts)):
             if verify(prompts[i], response):
                 kinds["correct"] += 1
@@ -85,7 +89,7 @@ def main() -> None:
         print(f"{name:22s} accuracy {kinds['correct'] / len(problems):.3f}   first errors: copy {kinds['copy']}, "
               f"arithmetic {kinds['arithmetic']}, other {kinds['other']}")
     for name, model in models.items():
-        if name == "student":
+        if name not in MODELS[1:]:  # the teachers only
             continue
         right = sum(top1_after(model, tok, prompts[i], references[i][:j]) == references[i][j] for i, j in errors)
         result["at_student_errors"][name] = right / max(len(errors), 1)

@@ -18,12 +18,26 @@ declare -A ARGS=(
   [tpl_foreign]="model.teacher=$LAB/teacher data.prompt_template='#{q}'"
   # the paper's reverse distillation (§3.3): the capable model as the student, a teacher without its capability
   [reverse]="model.student=$LAB/teacher model.teacher=$LAB/teacher_samedata"
+  # content alignment (§3.2 b): OPD prompts from the teacher's own SFT prompts, alone and half mixed with the task's
+  [content_teacher]="model.teacher=$LAB/teacher data.teacher_prompts=lab:teacher"
+  [content_mix]="model.teacher=$LAB/teacher data.teacher_prompts=lab:teacher data.other_share=0.5"
+  # pairs held out from setting the probe's thresholds: the same-data model as a student of the two other teachers
+  [heldout_samedata_good]="model.student=$LAB/teacher_samedata model.teacher=$LAB/teacher"
+  [heldout_samedata_incompat]="model.student=$LAB/teacher_samedata model.teacher=$LAB/teacher_incompatible"
+  # the cold start alone with the teacher sampled hot, so that the rejection filters have something to reject
+  [coldstart_hot]="model.teacher=$LAB/teacher_incompatible stages=[cold_start] cold_start.temperature=2.0"
+  [coldstart_hot_verified]="model.teacher=$LAB/teacher_incompatible stages=[cold_start] cold_start.temperature=2.0
+                            cold_start.require_correct=true"
 )
 for name in $RUNS; do
   # shellcheck disable=SC2086
   HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $PY launch/opd_job.py --config configs/lab_cpu.yaml \
     run.name="rc_$name" run.out_dir=runs/recipes $BUDGET ${ARGS[$name]}
 done
-latest() { ls -d runs/recipes/rc_"$1"-* | tail -1; }
-mapfile -t DIRS < <(for name in $RUNS; do latest "$name"; done)
+set +f
+# the table covers every arm that has a finished run (the latest of each), not only this invocation's
+latest() { ls -d runs/recipes/rc_"$1"-* 2>/dev/null | while read -r d; do [[ -f $d/summary.json ]] && echo "$d"; done | tail -1; }
+ALL="good samedata incompat_plain incompat_coldstart tpl_foreign reverse content_teacher content_mix
+     heldout_samedata_good heldout_samedata_incompat"
+mapfile -t DIRS < <(for name in $ALL; do latest "$name"; done | grep .)
 $PY bench/summarize_runs.py "${DIRS[@]}" --json bench/results/lab_recipes.json

@@ -5,8 +5,9 @@ The paper's rescue: first SFT the student on the teacher's own answers, then run
 
     1. the teacher answers `cold_start.prompts` prompts (a rollout engine serving the teacher's weights, so the
        HF and vLLM backends both work), at `cold_start.temperature`;
-    2. the rejection filters (opd_ray/filters.py) drop truncated, repetitive and badly formatted answers;
-       rejected prompts are sampled again, up to `cold_start.retries` times;
+    2. the rejection filters (opd_ray/filters.py) drop truncated, repetitive and badly formatted answers, and
+       wrong ones with `cold_start.require_correct`; rejected prompts are sampled again, up to
+       `cold_start.retries` times;
     3. the DeepSpeed learner group SFT-trains the student on what is left (`DeepSpeedLearner.sft_step`);
     4. the result is exported as a Hugging Face folder, and OPD starts from it, on prompts deduplicated against
        the SFT prompts (`opd_prompts`).
@@ -90,7 +91,8 @@ def generate_filtered(engine, prompts: list[str], tokenizer, cfg: OPDConfig) -> 
         batch = get(engine.generate.remote(ids, traj_ids, 0), cfg.pipeline.rollout_timeout_s, "rollout")
         texts = [tokenizer.decode(r[m].tolist(), skip_special_tokens=True)
                  for r, m in zip(batch.response_ids_BR, batch.response_mask_BR)]
-        keep, why = filter_responses(texts, truncated_rows(batch, tokenizer.eos_token_id).tolist(), filters)
+        correct = batch.outcome_correct_B.tolist() if cfg.cold_start.require_correct else None
+        keep, why = filter_responses(texts, truncated_rows(batch, tokenizer.eos_token_id).tolist(), filters, correct)
         reasons.update(why)
         kept.append(batch.rows(np.flatnonzero(keep)))
         pending = [i for i, k in zip(pending, keep) if not k]

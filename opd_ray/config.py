@@ -162,6 +162,7 @@ class ColdStartConfig:
     max_new_tokens: int = 56
     retries: int = 3  # prompts whose answers were rejected are sampled again, this many times
     filters: str = "lab"  # rejection thresholds: "lab" (scaled to short texts) or "paper" (opd_ray/filters.py)
+    require_correct: bool = False  # also reject answers the task's verifier marks wrong (the paper checks form only)
     steps: int = 150  # SFT optimizer steps
     batch_size: int = 64
     lr: float = 5e-4  # reached after a linear warm-up over the first 10% of the steps

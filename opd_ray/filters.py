@@ -83,7 +83,14 @@ def rejection_reason(text: str, truncated: bool, cfg: FilterConfig) -> str | Non
     return None
 
 
-def filter_responses(texts: list[str], truncated: list[bool], cfg: FilterConfig) -> tuple[list[bool], Counter]:
-    """A keep-mask over the responses and the count of rejections per reason."""
+def filter_responses(texts: list[str], truncated: list[bool], cfg: FilterConfig,
+                     correct: list[bool] | None = None) -> tuple[list[bool], Counter]:
+    """A keep-mask over the responses and the count of rejections per reason.
+
+    `correct`: the verifier's judgement of each response, when wrong answers should be rejected too (reason
+    "wrong_answer", after the format checks). The paper's filters check form only; a verifier is our option.
+    """
     reasons = [rejection_reason(t, tr, cfg) for t, tr in zip(texts, truncated)]
+    if correct is not None:
+        reasons = [r if r is not None or ok else "wrong_answer" for r, ok in zip(reasons, correct)]
     return [r is None for r in reasons], Counter(r for r in reasons if r is not None)

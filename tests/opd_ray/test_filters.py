@@ -50,3 +50,12 @@ def test_paper_answer_format_and_batch_counts():
     keep, reasons = filter_responses(texts, [False, False, True], PAPER_FILTERS)
     assert keep == [True, False, False]
     assert reasons == {"answer_format": 1, "truncated": 1}
+
+
+def test_a_verifier_rejects_wrong_answers_after_the_format_checks():
+    texts = [GOOD, "12+34=46;46+56=103;#103", "12+34=46;46+56=102;", GOOD]
+    truncated, correct = [False, False, False, False], [True, False, False, True]
+    assert filter_responses(texts, truncated, LAB_FILTERS)[0] == [True, True, False, True]  # form only: 103 passes
+    keep, reasons = filter_responses(texts, truncated, LAB_FILTERS, correct)
+    assert keep == [True, False, False, True]
+    assert reasons == {"wrong_answer": 1, "answer_format": 1}  # a badly formatted answer counts as that, not wrong

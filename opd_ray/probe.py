@@ -212,7 +212,9 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
     mass = min(metrics["overlap_share_student"], metrics["overlap_share_teacher"])
     advantage, local = continuation["depth_0"], metrics.get("first_disagreement_advantage", float("nan"))
     compatible = mass >= settings.min_overlap_mass
-    novel = advantage >= settings.min_advantage or local >= settings.min_local_advantage
+    shown = [name for name, ok in (("global", advantage >= settings.min_advantage),
+                                   ("local", local >= settings.min_local_advantage)) if ok]
+    novel = bool(shown)
     conditions = {
         "contract": {"pass": not failed, "why": "all checks pass" if not failed else f"failed: {', '.join(failed)}"},
         "thinking_pattern": {"pass": compatible, "why": (
@@ -222,7 +224,7 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
             f"overlap ratio {metrics['overlap_ratio']:.3f}, top-1 agreement "
             f"{metrics['top1_agreement']:.3f}, sampled reverse KL {metrics['reverse_kl']:.3f}, entropy gap "
             f"{metrics['entropy_gap']:.3f}")},
-        "new_capability": {"pass": novel, "why": (
+        "new_capability": {"pass": novel, "shown_by": "+".join(shown) or "neither", "why": (
             f"global: teacher-continuation advantage {advantage:+.3f} at depth 0 vs threshold "
             f"{settings.min_advantage} (student greedy accuracy {continuation['student_accuracy']:.3f}; deeper: "
             + ", ".join(f"{k.removeprefix('depth_')}: {v:+.3f}" for k, v in continuation.items()
@@ -295,6 +297,9 @@ def render(report: ProbeReport) -> str:
         "contract_violation": "contract violation: fix the pairing before training (see the BAD lines).",
     }
     lines.append(f"verdict: {report.verdict} -- {advice[report.verdict]}")
+    if report.verdict == "ok" and report.conditions["new_capability"].get("shown_by") == "local":
+        lines.append("  note: new capability shows locally only: the teacher corrects the student at its own states "
+                     "but solves few more problems alone; its own errors can transfer too (docs/recipes.md §2)")
     return "\n".join(lines)
 
 

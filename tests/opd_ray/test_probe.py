@@ -6,7 +6,7 @@ import pytest
 
 from opd_ray.cli import main as cli_main
 from opd_ray.config import load_config
-from opd_ray.probe import VERDICTS, ProbeSettings, run_probe
+from opd_ray.probe import VERDICTS, ProbeSettings, render, run_probe
 from tests.conftest import LAB, ROOT
 
 CONFIG = ROOT / "configs" / "lab_cpu.yaml"
@@ -72,5 +72,8 @@ def test_probe_verdicts_on_the_lab_pairs_match_their_opd_outcomes():
     # the same-data teacher passes condition (ii) only locally: the global measure alone would have flagged it
     assert same.continuation["depth_0"] < settings.min_advantage <= good.continuation["depth_0"]
     assert same.metrics["first_disagreement_advantage"] >= settings.min_local_advantage
+    assert [r.conditions["new_capability"]["shown_by"] for r in (good, same, reports["reverse"])] == [
+        "global+local", "local", "neither"]
+    assert "locally only" in render(same) and "locally only" not in render(good)
     assert reports["reverse"].continuation["depth_0"] < 0 and reports["reverse"].metrics[
         "first_disagreement_advantage"] < settings.min_local_advantage

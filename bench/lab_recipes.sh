@@ -8,7 +8,8 @@ set -f  # the overrides hold [ ] and must not glob
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 LAB=opd_ray/lab/artifacts
-RUNS=${RUNS:-"good samedata incompat_plain incompat_coldstart tpl_foreign reverse"}
+RUNS=${RUNS:-"good samedata incompat_plain incompat_coldstart tpl_foreign reverse self content_teacher content_mix
+  heldout_samedata_good heldout_samedata_incompat coldstart_hot coldstart_hot_verified"}  # ~45 min in all
 BUDGET="run.steps=100 learner.lr=3e-4 learner.warmup_steps=20"
 declare -A ARGS=(
   [good]="model.teacher=$LAB/teacher"
@@ -18,6 +19,8 @@ declare -A ARGS=(
   [tpl_foreign]="model.teacher=$LAB/teacher data.prompt_template='#{q}'"
   # the paper's reverse distillation (§3.3): the capable model as the student, a teacher without its capability
   [reverse]="model.student=$LAB/teacher model.teacher=$LAB/teacher_samedata"
+  # the student as its own teacher: no new capability at all
+  [self]="model.teacher=$LAB/student"
   # content alignment (§3.2 b): OPD prompts from the teacher's own SFT prompts, alone and half mixed with the task's
   [content_teacher]="model.teacher=$LAB/teacher data.teacher_prompts=lab:teacher"
   [content_mix]="model.teacher=$LAB/teacher data.teacher_prompts=lab:teacher data.other_share=0.5"
@@ -38,6 +41,6 @@ set +f
 # the table covers every arm that has a finished run (the latest of each), not only this invocation's
 latest() { ls -d runs/recipes/rc_"$1"-* 2>/dev/null | while read -r d; do [[ -f $d/summary.json ]] && echo "$d"; done | tail -1; }
 ALL="good samedata incompat_plain incompat_coldstart tpl_foreign reverse content_teacher content_mix
-     heldout_samedata_good heldout_samedata_incompat"
+     heldout_samedata_good heldout_samedata_incompat self"
 mapfile -t DIRS < <(for name in $ALL; do latest "$name"; done | grep .)
 $PY bench/summarize_runs.py "${DIRS[@]}" --json bench/results/lab_recipes.json

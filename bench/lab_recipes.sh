@@ -3,6 +3,7 @@
 # Every arm: configs/lab_cpu.yaml with the recipe budget (100 steps, lr 3e-4, 20 warm-up steps), seed 0.
 # Each writes runs/recipes/rc_<arm>-*/ (metrics.jsonl, summary.json); bench/summarize_runs.py tabulates them.
 #   RUNS="good samedata" bash bench/lab_recipes.sh      # a subset
+#   SEED=1 RUNS="good" bash bench/lab_recipes.sh         # another seed: runs/recipes/rc_<arm>_seed1-*/
 set -euo pipefail
 set -f  # the overrides hold [ ] and must not glob
 cd "$(dirname "$0")/.."
@@ -10,7 +11,9 @@ PY=${PY:-.venv/bin/python}
 LAB=opd_ray/lab/artifacts
 RUNS=${RUNS:-"good samedata incompat_plain incompat_coldstart tpl_foreign reverse self content_teacher content_mix
   heldout_samedata_good heldout_samedata_incompat coldstart_hot coldstart_hot_verified"}  # ~45 min in all
-BUDGET="run.steps=100 learner.lr=3e-4 learner.warmup_steps=20"
+SEED=${SEED:-0}
+SUFFIX=$([[ $SEED == 0 ]] || echo "_seed$SEED")
+BUDGET="run.steps=100 learner.lr=3e-4 learner.warmup_steps=20 run.seed=$SEED"
 declare -A ARGS=(
   [good]="model.teacher=$LAB/teacher"
   [samedata]="model.teacher=$LAB/teacher_samedata"
@@ -35,7 +38,7 @@ declare -A ARGS=(
 for name in $RUNS; do
   # shellcheck disable=SC2086
   HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $PY launch/opd_job.py --config configs/lab_cpu.yaml \
-    run.name="rc_$name" run.out_dir=runs/recipes $BUDGET ${ARGS[$name]}
+    run.name="rc_$name$SUFFIX" run.out_dir=runs/recipes $BUDGET ${ARGS[$name]}
 done
 set +f
 # the table covers every arm that has a finished run (the latest of each), not only this invocation's

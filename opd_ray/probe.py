@@ -30,12 +30,13 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from opd_ray import diagnostics as diag
-from opd_ray.config import ConfigError, OPDConfig, load_config
+from opd_ray.config import REPO_ROOT, ConfigError, OPDConfig, load_config
 from opd_ray.data import opd_prompt_set, score_responses
 from opd_ray.evaluation import teacher_continuation_advantage
 from opd_ray.hf_models import load_model, load_tokenizer
@@ -274,8 +275,16 @@ def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[str] | Non
                                                       settings.depths)
         metrics.update(first_disagreement_advantage(s_model, t_model, s_tok, prompts, n))
     verdict, conditions = decide(contract, metrics, continuation, settings)
-    return ProbeReport(verdict, conditions, metrics, continuation, contract, cfg.model.student, cfg.model.teacher,
-                       len(prompts), cfg.objective.k, round(time.time() - t0, 1))
+    return ProbeReport(verdict, conditions, metrics, continuation, contract, shown_path(cfg.model.student),
+                       shown_path(cfg.model.teacher), len(prompts), cfg.objective.k, round(time.time() - t0, 1))
+
+
+def shown_path(path: str) -> str:
+    """A model path as the report shows it: relative to the repository when inside it, so reports are portable."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:  # outside the repository, or a hub name
+        return path
 
 
 def render(report: ProbeReport) -> str:

@@ -75,6 +75,11 @@ class Actors:
         return ([e.policy_version.remote() for e in self.rollouts] + [t.ready.remote() for t in self.teachers]
                 + self.learners.ready_refs())
 
+    def kill(self) -> None:
+        """End every actor of the run (their names become free for the next run in this Ray)."""
+        for actor in self.rollouts + self.teachers + self.learners.ranks:
+            ray.kill(actor, no_restart=True)
+
 
 def create_actors(cfg: OPDConfig, name_prefix: str = "") -> Actors:
     """Check the cluster can hold the run, reserve the placement group (if `placement.strategy`), start every

@@ -4,7 +4,9 @@ from __future__ import annotations
 import ray
 
 from opd_ray.config import OPDConfig
+from opd_ray.hf_models import model_options
 from opd_ray.learner import DeepSpeedLearner
+from opd_ray.model_files import shared_logit_width
 from opd_ray.runtime import limit_threads
 
 
@@ -17,7 +19,8 @@ class LearnerRank:
                                         world_size=world_size, master_addr=master_addr, master_port=master_port,
                                         temperature=cfg.rollout.temperature, seed=cfg.run.seed,
                                         fault=cfg.run.fault, generation=generation,
-                                        trust_remote_code=cfg.model.trust_remote_code)
+                                        model_options=model_options(cfg),
+                                        vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher))
 
     def ready(self) -> bool:
         return True

@@ -4,9 +4,12 @@ from __future__ import annotations
 import ray
 
 from opd_ray.config import OPDConfig
-from opd_ray.data import verify_batch
 from opd_ray.faults import maybe_fault
+from opd_ray.hf_models import model_options
+from opd_ray.model_files import shared_logit_width
 from opd_ray.runtime import limit_threads
+from opd_ray.tasks import verify_batch
+from opd_ray.verifiers import get_verifier
 
 
 @ray.remote
@@ -14,8 +17,10 @@ class RolloutEngine:
     def __init__(self, cfg: OPDConfig, index: int = 0):
         limit_threads(cfg.rollout.cpus_per_engine)
         self.index, self.fault = index, cfg.run.fault
+        self.verify = get_verifier(cfg.data.verifier)
         kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                      top_k=cfg.objective.k, run_seed=cfg.run.seed, trust_remote_code=cfg.model.trust_remote_code)
+                      top_k=cfg.objective.k, run_seed=cfg.run.seed, model_options=model_options(cfg),
+                      vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher), stop=cfg.rollout.stop)
         if cfg.rollout.backend == "vllm":
             from opd_ray import weight_sync
             from opd_ray.vllm_backend import VLLMRollout
@@ -29,13 +34,18 @@ class RolloutEngine:
 
             self.engine = HFRollout(cfg.model.student, **kwargs)
 
-    def generate(self, prompts, traj_ids, policy_version):
+    def generate(self, prompts, traj_ids, policy_version, answers=None):
+        """Sampled trajectories; with the reference answers, the verifier's judgement of each one too."""
         batch = self.engine.generate(prompts, traj_ids, policy_version)
-        batch.outcome_correct_B = verify_batch(self.engine.tokenizer, batch)
+        if answers is not None:
+            batch.outcome_correct_B = verify_batch(self.verify, self.engine.tokenizer, batch, answers)
         return batch
 
     def greedy(self, prompts):
         return self.engine.greedy(prompts)
+
+    def sample_texts(self, prompts, seeds, temperature, top_p):
+        return self.engine.sample_texts(prompts, seeds, temperature, top_p)
 
     def load_weights(self, state_dict, policy_version):
         self.engine.policy_version = None  # stale from here until the load succeeds

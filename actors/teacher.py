@@ -4,6 +4,8 @@ from __future__ import annotations
 import ray
 
 from opd_ray.config import OPDConfig
+from opd_ray.hf_models import model_options
+from opd_ray.model_files import shared_logit_width
 from opd_ray.objectives import FULL_VOCAB_KINDS
 from opd_ray.runtime import limit_threads
 
@@ -14,8 +16,8 @@ class TeacherServer:
         limit_threads(cfg.teacher.cpus_per_server)
         kwargs = dict(top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
                       max_new_tokens=cfg.rollout.max_new_tokens, logprob_dtype=cfg.teacher.logprob_dtype,
-                      ship_full_vocab=cfg.objective.kind in FULL_VOCAB_KINDS,
-                      trust_remote_code=cfg.model.trust_remote_code)
+                      ship_full_vocab=cfg.objective.kind in FULL_VOCAB_KINDS, model_options=model_options(cfg),
+                      vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher), stop=cfg.rollout.stop)
         if cfg.teacher.backend == "vllm":
             from opd_ray.vllm_backend import VLLMTeacher
 
@@ -34,3 +36,6 @@ class TeacherServer:
 
     def greedy(self, prompts):
         return self.teacher.greedy(prompts)
+
+    def sample_texts(self, prompts, seeds, temperature, top_p):
+        return self.teacher.sample_texts(prompts, seeds, temperature, top_p)

@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opd_ray.cold_start import FILTERS, cold_start_prompts  # noqa: E402
+from opd_ray.cold_start import FILTERS  # noqa: E402
+from opd_ray.lab.arith_task import cold_start_prompts  # noqa: E402
 from opd_ray.config import load_config  # noqa: E402
 from opd_ray.filters import filter_responses  # noqa: E402
 from opd_ray.hf_models import load_model, load_tokenizer  # noqa: E402

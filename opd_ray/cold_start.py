@@ -28,33 +28,26 @@ import ray
 
 from opd_ray.config import OPDConfig
 from opd_ray.controller import get
-from opd_ray.data import lab_eval_prompts, opd_prompt_set
 from opd_ray.evaluation import evaluate, gap_recovery
 from opd_ray.filters import LAB_FILTERS, PAPER_FILTERS, filter_responses
-from opd_ray.lab import build as lab_build
-from opd_ray.lab.task import sample_problems
 from opd_ray.prompts import dedup
+from opd_ray.tasks import Example, Task
 from opd_ray.trajectory import TrajectoryBatch, concat
+from opd_ray.verifiers import get_verifier
 
 FILTERS = {"lab": LAB_FILTERS, "paper": PAPER_FILTERS}
 STAGE_DIR = "cold_start"
 
 
-def cold_start_prompts(cfg: OPDConfig) -> list[str]:
-    """The SFT prompts: seeded, never the held-out eval problems, in the run's prompt template."""
-    held_out = {p.prompt for s in lab_build.eval_sets() for p in s}
-    c = cfg.cold_start
-    problems = sample_problems(30_000 + cfg.run.seed, c.prompts, tuple(c.n_terms))
-    return dedup([cfg.data.prompt_template.replace("{q}", p.prompt) for p in problems if p.prompt not in held_out])
-
-
-def opd_prompts(cfg: OPDConfig) -> list[str]:
+def opd_examples(task: Task, cfg: OPDConfig) -> list[Example]:
     """The OPD prompt set; after a cold start, without the SFT prompts (exact, and near-duplicates when
     `cold_start.dedup_threshold` < 1), as the paper ran OPD on prompts deduplicated against the SFT subset."""
-    prompts = opd_prompt_set(cfg.data, cfg.run.seed)
     if "cold_start" not in cfg.stages:
-        return prompts
-    return dedup(prompts, against=cold_start_prompts(cfg), threshold=cfg.cold_start.dedup_threshold)
+        return task.train
+    by_prompt = {ex.prompt: ex for ex in reversed(task.train)}  # the first of any duplicates
+    kept = dedup([ex.prompt for ex in task.train], against=[ex.prompt for ex in task.cold_start],
+                 threshold=cfg.cold_start.dedup_threshold)
+    return [by_prompt[p] for p in kept]
 
 
 def generator_config(cfg: OPDConfig) -> OPDConfig:
@@ -79,20 +72,23 @@ def truncated_rows(batch: TrajectoryBatch, eos_id: int) -> np.ndarray:
     return ~((batch.response_ids_BR == eos_id) & batch.response_mask_BR).any(axis=1)
 
 
-def generate_filtered(engine, prompts: list[str], tokenizer, cfg: OPDConfig) -> tuple[TrajectoryBatch, dict]:
+def generate_filtered(engine, prompts: list[Example], tokenizer, cfg: OPDConfig) -> tuple[TrajectoryBatch, dict]:
     """Teacher answers that pass the rejection filters; rejected prompts are retried with fresh seeds."""
     filters = FILTERS[cfg.cold_start.filters]
     pending, kept, reasons = list(range(len(prompts))), [], Counter()
     for attempt in range(cfg.cold_start.retries + 1):
         if not pending:
             break
-        ids = [tokenizer(prompts[i])["input_ids"] for i in pending]
+        ids = [list(prompts[i].prompt_ids) for i in pending]
         traj_ids = [(attempt, i, 0) for i in pending]  # per-row seeds differ across attempts
-        batch = get(engine.generate.remote(ids, traj_ids, 0), cfg.pipeline.rollout_timeout_s, "rollout")
+        answers = [prompts[i].answer for i in pending]
+        batch = get(engine.generate.remote(ids, traj_ids, 0, answers), cfg.pipeline.rollout_timeout_s, "rollout")
         texts = [tokenizer.decode(r[m].tolist(), skip_special_tokens=True)
                  for r, m in zip(batch.response_ids_BR, batch.response_mask_BR)]
         correct = batch.outcome_correct_B.tolist() if cfg.cold_start.require_correct else None
-        keep, why = filter_responses(texts, truncated_rows(batch, tokenizer.eos_token_id).tolist(), filters, correct)
+        truncated = [t and not any(stop in text for stop in cfg.rollout.stop)  # a stop string ends a row too
+                     for t, text in zip(truncated_rows(batch, tokenizer.eos_token_id), texts)]
+        keep, why = filter_responses(texts, truncated, filters, correct)
         reasons.update(why)
         kept.append(batch.rows(np.flatnonzero(keep)))
         pending = [i for i, k in zip(pending, keep) if not k]
@@ -128,7 +124,8 @@ def stage_config(cfg: OPDConfig) -> OPDConfig:
     return out
 
 
-def run_stage(cfg: OPDConfig, run_dir: Path, tokenizer, start_engine, start_learners) -> tuple[OPDConfig, dict]:
+def run_stage(cfg: OPDConfig, run_dir: Path, task: Task, tokenizer, start_engine, start_learners
+              ) -> tuple[OPDConfig, dict]:
     """Run the cold start, or reuse it when the run directory already holds one (a resumed run).
 
     `start_engine(cfg, name)` starts a rollout engine serving cfg.model.student; `start_learners(cfg, name)`
@@ -140,22 +137,21 @@ def run_stage(cfg: OPDConfig, run_dir: Path, tokenizer, start_engine, start_lear
         summary = json.loads(summary_file.read_text())
         print(f"[cold start] reusing {out / 'hf'}", flush=True)
     else:
-        summary = _run_stage(stage_config(cfg), out, tokenizer, start_engine, start_learners)
+        summary = _run_stage(stage_config(cfg), out, task, tokenizer, start_engine, start_learners)
         summary_file.write_text(json.dumps(summary, indent=2) + "\n")
     opd_cfg = copy.deepcopy(cfg)
     opd_cfg.model.student = str(out / "hf")
     return opd_cfg, summary
 
 
-def _run_stage(cfg: OPDConfig, out: Path, tokenizer, start_engine, start_learners) -> dict:
-    t0, timeout = time.time(), cfg.pipeline.rollout_timeout_s
+def _run_stage(cfg: OPDConfig, out: Path, task: Task, tokenizer, start_engine, start_learners) -> dict:
+    t0 = time.time()
     student = start_engine(cfg, "cold-start-student")  # the original student's accuracy, for gap recovery
     teacher = start_engine(generator_config(cfg), "cold-start-teacher")
     get([e.policy_version.remote() for e in (student, teacher)], cfg.pipeline.startup_timeout_s, "startup")
-    before = evaluate([student], lab_eval_prompts(cfg.data.eval_size), tokenizer, timeout)
+    before = evaluate([student], task.eval_sets, get_verifier(task.verifier), cfg, desc="eval student (original)")
     ray.kill(student)
-    prompts = cold_start_prompts(cfg)
-    data, stats = generate_filtered(teacher, prompts, tokenizer, cfg)
+    data, stats = generate_filtered(teacher, task.cold_start, tokenizer, cfg)
     ray.kill(teacher)
     t_gen = time.time()
     print(f"[cold start] teacher answers kept {stats['kept']}/{stats['prompts']} "
@@ -170,7 +166,7 @@ def _run_stage(cfg: OPDConfig, out: Path, tokenizer, start_engine, start_learner
     print(f"[cold start] SFT {cfg.cold_start.steps} steps, NLL {losses[0]:.3f} -> {losses[-1]:.3f} "
           f"in {time.time() - t_gen:.0f} s; student -> {out / 'hf'}", flush=True)
     correct = data.outcome_correct_B
-    return {"student_before": before["hard"], "student_easy_before": before["easy"], **stats,
+    return {"student_before": before[task.primary]["greedy"], "eval_before": before, **stats,
             "kept_correct": float(np.mean(correct)) if correct is not None else None,
             "sft_steps": cfg.cold_start.steps, "sft_nll_first": losses[0], "sft_nll_last": losses[-1],
             "generate_s": round(t_gen - t0, 1), "sft_s": round(time.time() - t_gen, 1),

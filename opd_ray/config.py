@@ -8,6 +8,7 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -21,6 +22,7 @@ STAGE_ORDERS = (["opd"], ["cold_start", "opd"], ["cold_start"])  # cold_start al
 QUERY_FIELD = "{q}"
 LAB_PROMPTS = "lab:"  # data.teacher_prompts=lab:<model>: a lab model's own post-training prompts
 PROMPT_FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -38,24 +40,39 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
-    student: str = MISSING  # a Hugging Face folder (or hub id on a cluster)
+    student: str = MISSING  # a Hugging Face folder, or a hub id (resolved once, on the driver: opd_ray/hf_models.py)
     teacher: str = MISSING
     trust_remote_code: bool = False
+    dtype: str = "auto"  # auto | float32 | bfloat16; auto: float32 on CPU, the checkpoint's dtype on a GPU
+    attn_implementation: str = ""  # passed to from_pretrained (e.g. sdpa, eager, flash_attention_2); "" = default
 
 
 @dataclass
 class DataConfig:
-    task: str = "lab_arith"
+    task: str = "lab_arith"  # lab_arith (the lab's generated arithmetic) | dataset (your files; docs/your-data.md)
+    # --- task dataset: the user's files. A path (.jsonl, .json, .parquet, a datasets.save_to_disk folder) or, on a
+    # cluster, a hub dataset id with an optional split; a list of them is concatenated (opd_ray/datasets.py)
+    train_files: Any = field(default_factory=list)
+    # name -> file(s), or {files, prompt_key, answer_key} when a benchmark names its fields differently; each set is
+    # reported side by side, the first one is the headline
+    eval_files: dict[str, Any] = field(default_factory=dict)
+    prompt_key: str = "prompt"  # a string, or a chat `messages` list of {role, content}
+    answer_key: str = "answer"  # the reference the verifier compares with
+    system_prompt: str = ""  # prepended as a system message (chat template) or as text (none)
+    chat_template: str = "auto"  # auto: the tokenizer's chat template when it has one | none: raw text
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {enable_thinking: false} for Qwen3
+    verifier: str = ""  # math | exact | lab_arith | module:function; "" = the task's default (opd_ray/verifiers.py)
+    # --- task lab_arith
     train_prompts: int = 4096  # size of the OPD prompt set (lab: generated, seeded)
     train_n_terms: list[int] = field(default_factory=lambda: [4, 5])
     easy_mix: float = 0.0  # share of easy-range prompts mixed into OPD batches
     easy_n_terms: list[int] = field(default_factory=lambda: [2, 3])
-    eval_size: int = 256  # held-out hard problems
+    eval_size: int = 256  # lab_arith: problems per held-out set
     # teacher-continuation advantage at evaluation: prefix depths as fractions of the student's response
     continuation_depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     prompts_per_step: int = 64
     samples_per_prompt: int = 1
-    max_prompt_tokens: int = 24
+    max_prompt_tokens: int = 24  # longer prompts are dropped (and counted); the length budget of the engines
     prompt_template: str = "{q}"  # OPD prompts are rendered as this, {q} = the task's prompt (opd_ray/prompts.py)
     entropy_collapse_ratio: float = 0.05  # warn when student entropy < this x its first-step value; 0 = off
     # content alignment (the paper's §3.2 b): OPD prompts from the teacher's post-training data. A .txt (one prompt
@@ -74,6 +91,7 @@ class RolloutConfig:
     max_new_tokens: int = 56
     temperature: float = 1.0  # student log-probs are taken at this temperature too
     cpus_per_engine: float = 1.0
+    stop: list[str] = field(default_factory=list)  # a response also ends at these strings (and at every EOS id)
     # how new weights reach the engines: object_store | nccl | ipc | gloo | auto (opd_ray/weight_sync.py, docs/vllm.md)
     weight_sync: str = "object_store"
 
@@ -113,6 +131,18 @@ class LearnerConfig:
     cpus_per_rank: float = 1.0
     master_port: int = 0  # 0: pick a free port
     max_restarts: int = 2  # a dead rank restarts the whole group from the last checkpoint, this many times
+    gradient_checkpointing: bool = False  # recompute activations in backward (memory for compute)
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation (opd_ray/evaluation.py): every set greedily and as avg@k (k samples per problem at
+    `temperature`, `top_p`: the paper's avg@16 at T=0.7, top-p 0.95), before training, every `every` steps, at
+    the end."""
+    avg_k: int = 16  # 0: greedy only
+    temperature: float = 0.7
+    top_p: float = 0.95
+    every: int = 0  # steps between evaluations during training; 0: before and after only
 
 
 @dataclass
@@ -177,6 +207,7 @@ class OPDConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -185,8 +216,13 @@ class OPDConfig:
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
-    """YAML file + `dotted.key=value` overrides -> a validated OPDConfig object."""
+def load_config(path: str | Path, overrides: list[str] = (), resolve_models: bool = True) -> OPDConfig:
+    """YAML file + `dotted.key=value` overrides -> a validated OPDConfig object.
+
+    With `resolve_models` (the job, the probe) a hub id in model.* is resolved to a local snapshot here, on the
+    driver, and the checks that read the models' config.json run; without it only the schema and the values are
+    checked (how the tests load the cluster recipes, whose models are not on this machine).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -204,8 +240,49 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
     cfg.model.teacher = resolve_path(cfg.model.teacher)
     if cfg.data.teacher_prompts and not cfg.data.teacher_prompts.startswith(LAB_PROMPTS):
         cfg.data.teacher_prompts = resolve_path(cfg.data.teacher_prompts)
-    validate(cfg)
+    normalise_data_files(cfg.data)
+    if resolve_models:
+        from opd_ray.model_files import resolve_model
+
+        for role in ("student", "teacher"):
+            setattr(cfg.model, role, resolve_model(getattr(cfg.model, role), f"model.{role}"))
+    validate(cfg, check_models=resolve_models)
     return cfg
+
+
+def normalise_data_files(data: DataConfig) -> None:
+    """`data.train_files` and each `data.eval_files` entry become lists; the task's default verifier is filled
+    in (the resolved config.yaml shows what ran). Local paths become absolute (the working directory first,
+    then the repository), so actors and `ray job submit` read the same files."""
+    from opd_ray.tasks import DEFAULT_VERIFIER
+
+    data.train_files = [local_or_given(f) for f in as_list(data.train_files)]
+    data.eval_files = {name: eval_source(spec) for name, spec in data.eval_files.items()}
+    if not data.verifier and data.task in DEFAULT_VERIFIER:
+        data.verifier = DEFAULT_VERIFIER[data.task]
+
+
+def as_list(value) -> list:
+    return [] if value in (None, "") else ([value] if isinstance(value, str) else list(value))
+
+
+def eval_source(spec) -> dict:
+    """One `data.eval_files` entry as {files: [...], prompt_key, answer_key} (keys "" = data.prompt_key/answer_key)."""
+    spec = dict(spec) if isinstance(spec, dict) else {"files": spec}
+    unknown = set(spec) - {"files", "prompt_key", "answer_key"}
+    if unknown:
+        raise ConfigError(f"data.eval_files: unknown key(s) {sorted(unknown)}; an entry is file(s) or "
+                          "{files, prompt_key, answer_key}")
+    return {"files": [local_or_given(f) for f in as_list(spec.get("files"))],
+            "prompt_key": spec.get("prompt_key", ""), "answer_key": spec.get("answer_key", "")}
+
+
+def local_or_given(name) -> str:
+    name = str(name)
+    for base in (Path.cwd(), REPO_ROOT):
+        if (base / name).exists():
+            return str((base / name).resolve())
+    return name  # a hub dataset id, or a missing file (the task names it)
 
 
 def mismatched_key(schema, overrides: list[str]) -> str:
@@ -229,14 +306,17 @@ def _check(ok: bool, field_name: str, message: str) -> None:
         raise ConfigError(f"{field_name}: {message}")
 
 
-def validate(cfg: OPDConfig) -> None:
-    """Range and cross-field checks; reads the models' config.json (no weights) for the length budget."""
+def validate(cfg: OPDConfig, check_models: bool = True) -> None:
+    """Range and cross-field checks; with `check_models`, reads the models' config.json (no weights) for the
+    length budget and the vocabulary size."""
     for name in ("run.steps", "data.prompts_per_step", "data.samples_per_prompt", "data.eval_size",
                  "data.train_prompts", "rollout.num_engines", "rollout.max_new_tokens", "teacher.num_servers",
                  "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens"):
         value = OmegaConf.select(OmegaConf.structured(cfg), name)
         _check(value >= 1, name, f"must be >= 1, got {value}")
-    validate_objective(cfg)
+    validate_objective(cfg, check_models)
+    validate_task(cfg)
+    _check(cfg.model.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {cfg.model.dtype!r}")
     _check(cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", f"must be 0-3, got {cfg.learner.zero_stage}")
     _check(cfg.learner.lr > 0, "learner.lr", f"must be > 0, got {cfg.learner.lr}")
     _check(cfg.ckpt.save_every >= 0, "ckpt.save_every", "must be >= 0")
@@ -261,14 +341,13 @@ def validate(cfg: OPDConfig) -> None:
     validate_prompt_selection(cfg.data)
     _check(all(0.0 <= d < 1.0 for d in cfg.data.continuation_depths), "data.continuation_depths",
            f"each depth must be in [0, 1), got {cfg.data.continuation_depths}")
-    _check(cfg.data.task == "lab_arith", "data.task", f"only 'lab_arith' is available, got {cfg.data.task!r}")
     rows = cfg.data.prompts_per_step * cfg.data.samples_per_prompt
     _check(rows >= cfg.learner.num_ranks, "learner.num_ranks",
            f"{cfg.learner.num_ranks} ranks need at least that many sequences per step, got {rows}")
     for lo_hi, name in ((cfg.data.train_n_terms, "data.train_n_terms"), (cfg.data.easy_n_terms, "data.easy_n_terms")):
         _check(len(lo_hi) == 2 and 2 <= lo_hi[0] <= lo_hi[1], name, f"must be [lo, hi] with 2 <= lo <= hi, got {lo_hi}")
     budget = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
-    for role in ("student", "teacher"):
+    for role in ("student", "teacher") if check_models else ():
         context = model_context_length(getattr(cfg.model, role), f"model.{role}")
         _check(budget <= context, "rollout.max_new_tokens",
                f"data.max_prompt_tokens + rollout.max_new_tokens = {budget} exceeds the {role}'s context of {context}")
@@ -326,7 +405,33 @@ def validate_stages(cfg: OPDConfig) -> None:
            f"must be >= learner.num_ranks ({cfg.learner.num_ranks}), got {c.batch_size}")
 
 
-def validate_objective(cfg: OPDConfig) -> None:
+def validate_task(cfg: OPDConfig) -> None:
+    """data.* for the chosen task, and eval.*; the files themselves are read (and their rows checked) when the
+    task is built, still before any actor starts (opd_ray/tasks.py)."""
+    from opd_ray.tasks import TASKS
+    from opd_ray.verifiers import check_verifier_spec
+
+    d, e = cfg.data, cfg.eval
+    _check(d.task in TASKS, "data.task", f"must be one of {TASKS}, got {d.task!r}")
+    problem = check_verifier_spec(d.verifier)
+    _check(problem is None, "data.verifier", str(problem))
+    _check(d.chat_template in ("auto", "none"), "data.chat_template", f"must be 'auto' or 'none', got {d.chat_template!r}")
+    _check(e.avg_k >= 0, "eval.avg_k", f"must be >= 0, got {e.avg_k}")
+    _check(e.temperature > 0, "eval.temperature", f"must be > 0, got {e.temperature}")
+    _check(0.0 < e.top_p <= 1.0, "eval.top_p", f"must be in (0, 1], got {e.top_p}")
+    _check(e.every >= 0, "eval.every", f"must be >= 0, got {e.every}")
+    if d.task != "dataset":
+        return
+    _check(bool(d.train_files), "data.train_files", "task 'dataset' needs at least one training file")
+    _check(bool(d.eval_files), "data.eval_files", "task 'dataset' needs at least one evaluation set "
+           "(a mapping name -> file(s), e.g. {aime: data/aime.jsonl})")
+    for name, source in d.eval_files.items():
+        _check(bool(source["files"]), f"data.eval_files.{name}", "names no file")
+    _check(not d.teacher_prompts, "data.teacher_prompts", "is for task 'lab_arith'; with task 'dataset' put the "
+           "teacher's post-training prompts in data.train_files")
+
+
+def validate_objective(cfg: OPDConfig, check_models: bool = True) -> None:
     o = cfg.objective
     _check(o.kind in OBJECTIVES, "objective.kind", f"must be one of {OBJECTIVES}, got {o.kind!r}")
     _check(o.support in SUPPORTS, "objective.support", f"must be one of {SUPPORTS}, got {o.support!r}")
@@ -337,7 +442,7 @@ def validate_objective(cfg: OPDConfig) -> None:
     _check(o.diagnostics_every >= 1, "objective.diagnostics_every", f"must be >= 1, got {o.diagnostics_every}")
     _check(cfg.teacher.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
            f"must be 'float16' or 'float32', got {cfg.teacher.logprob_dtype!r}")
-    if o.kind in FULL_VOCAB_KINDS:
+    if o.kind in FULL_VOCAB_KINDS and check_models:
         vocab = model_vocab_size(cfg.model.teacher, "model.teacher")
         _check(vocab <= 4096, "objective.kind", f"{o.kind!r} ships the teacher's full distribution "
                f"({vocab} log-probs per token); use topk or forward_kl for large vocabularies")

@@ -84,9 +84,10 @@ class TrajectoryQueue:
         return None
 
 
-def launch_rollouts(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, version: int,
+def launch_rollouts(actors, stream: PromptStream, cfg: OPDConfig, version: int,
                     stale: set[int] = frozenset()) -> InFlight:
-    """Split the next prompts across the up-to-date engines, chain each shard into a teacher; nothing waits."""
+    """Split the next prompts (`tasks.Example`s) across the up-to-date engines, chain each shard into a teacher;
+    nothing waits. The engines also verify each response against its example's answer."""
     items = stream.next_batch(cfg.data.prompts_per_step)
     engines = [e for i, e in enumerate(actors.rollouts) if i not in stale]
     n_engines = len(engines)
@@ -95,8 +96,8 @@ def launch_rollouts(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, ver
         shard = items[e::n_engines]
         if not shard:
             continue
-        prompt_ids = [tokenizer(prompt)["input_ids"] for _, prompt in shard]
-        traj_ref = engine.generate.remote(prompt_ids, [t for t, _ in shard], version)
+        prompt_ids = [list(ex.prompt_ids) for _, ex in shard]
+        traj_ref = engine.generate.remote(prompt_ids, [t for t, _ in shard], version, [ex.answer for _, ex in shard])
         scored.append(actors.teachers[e % len(actors.teachers)].score.remote(traj_ref))
     return InFlight(scored, [i for e in range(n_engines) for i in items[e::n_engines]], version)
 
@@ -169,15 +170,15 @@ def batch_diagnostics(batches: list[TrajectoryBatch], step: int, cfg: OPDConfig)
     return out
 
 
-def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStream, tokenizer,
-             cfg: OPDConfig) -> dict[str, float]:
+def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStream, cfg: OPDConfig
+             ) -> dict[str, float]:
     """One OPD step: take fresh scored trajectories, train on them, sync the new weights to the engines."""
     p, timer, t0 = cfg.pipeline, StageTimer(), time.perf_counter()
     with timer("wait_trajectories"):
         item = None
         while item is None:  # refilling after refusals yields batches of the current version
             while queue.has_room():  # keep up to max_staleness + 1 batches in flight
-                queue.put(launch_rollouts(actors, stream, tokenizer, cfg, state.policy_version, state.stale_engines))
+                queue.put(launch_rollouts(actors, stream, cfg, state.policy_version, state.stale_engines))
             item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
         batches = get(item.scored_refs, p.rollout_timeout_s + p.teacher_timeout_s, "rollout")
     with timer("learner"):
@@ -214,7 +215,7 @@ def mark_consumed(state: LoopState, item: InFlight, trained_ids: list[TrajId]) -
     state.consumed.update(expected)
 
 
-def train(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, sink: MetricsSink, state: LoopState,
+def train(actors, stream: PromptStream, cfg: OPDConfig, sink: MetricsSink, state: LoopState,
           ckpt: CheckpointDir | None = None, on_step=None) -> LoopState:
     """Run OPD steps until `run.steps`, logging each step, checkpointing every `ckpt.save_every` steps.
 
@@ -224,7 +225,7 @@ def train(actors, stream: PromptStream, tokenizer, cfg: OPDConfig, sink: Metrics
     with tqdm(total=cfg.run.steps, initial=state.step, desc="OPD", unit="step", dynamic_ncols=True) as bar:
         while state.step < cfg.run.steps:
             try:
-                metrics = opd_step(state, actors, queue, stream, tokenizer, cfg)
+                metrics = opd_step(state, actors, queue, stream, cfg)
             except ray.exceptions.RayActorError as err:
                 restarts += 1
                 if restarts > cfg.learner.max_restarts or not is_learner_failure(actors, err):

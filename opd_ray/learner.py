@@ -32,15 +32,19 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
 class DeepSpeedLearner:
     def __init__(self, model_path: str, learner: LearnerConfig, objective: ObjectiveConfig, *, rank: int,
                  world_size: int, master_addr: str, master_port: int, temperature: float, seed: int,
-                 fault: str = "", generation: int = 0, trust_remote_code: bool = False):
+                 fault: str = "", generation: int = 0, model_options: dict | None = None,
+                 vocab_limit: int | None = None):
         import torch._dynamo  # noqa: F401  (zero.Init in some transformers releases imports it lazily; see DESIGN.md)
         import deepspeed
 
         torch.manual_seed(seed)
         init_distributed(rank, world_size, master_addr, master_port)
         self.rank, self.world_size, self.objective, self.temperature = rank, world_size, objective, temperature
-        model = load_model(model_path, trust_remote_code)
-        self.trust_remote_code = trust_remote_code
+        model = load_model(model_path, **(model_options or {}))
+        self.trust_remote_code = (model_options or {}).get("trust_remote_code", False)
+        self.vocab_limit = vocab_limit  # the ids student and teacher share (opd_ray/model_files.py)
+        if learner.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=learner.lr, weight_decay=learner.weight_decay)
         ds_config = {
@@ -75,7 +79,7 @@ class DeepSpeedLearner:
         tensors = ShardTensors(shard, self.engine.device)
         mask_BR = tensors.mask_BR.float()
         logits_BRV = response_logits(self.engine.module, shard.prompt_ids_BP, shard.prompt_mask_BP,
-                                     shard.response_ids_BR, shard.response_mask_BR)
+                                     shard.response_ids_BR, shard.response_mask_BR, self.vocab_limit)
         logp_BRV = torch.log_softmax(logits_BRV / self.temperature, dim=-1)
         loss_BR = token_losses(logp_BRV, tensors, self.objective)
         loss = obj.token_mean(loss_BR, mask_BR, n_tokens_global) * self.world_size
@@ -100,7 +104,7 @@ class DeepSpeedLearner:
         n_tokens_global = float(batch.response_mask_BR.sum())
         shard = batch.rows(slice(self.rank, None, self.world_size))
         logits_BRV = response_logits(self.engine.module, shard.prompt_ids_BP, shard.prompt_mask_BP,
-                                     shard.response_ids_BR, shard.response_mask_BR)
+                                     shard.response_ids_BR, shard.response_mask_BR, self.vocab_limit)
         mask_BR = torch.as_tensor(shard.response_mask_BR, device=logits_BRV.device).float()
         nll_BR = -gather_BR(torch.log_softmax(logits_BRV, dim=-1), shard.response_ids_BR)
         loss = obj.token_mean(nll_BR, mask_BR, n_tokens_global) * self.world_size

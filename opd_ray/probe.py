@@ -18,8 +18,9 @@ rollouts, in-process with Hugging Face models (no Ray), plus the teacher contrac
     where it disagrees with the student, on the student's own states). On the lab it is what separates a
     larger same-data teacher that still fixes the student's errors (OPD gains 43 points) from one that does
     not (docs/recipes.md).
-- contract: same vocabulary and special-token ids, same logit width, prompts tokenise and decode identically
-  (through the chat template when there is one), equal temperatures, and a self-test: the student scored by
+- contract (opd_ray/contract.py, the check the job runs too): the same token ids over the shared vocabulary,
+  special-token ids and chat-template rendering, embedding tables wide enough; the run's prompt ids decode to
+  the same text for both, equal temperatures, and a self-test: the student scored by
   itself through the teacher's scoring path must give KL ~ 0 (catches padding/position/temperature bugs).
 
     opd-ray probe --config configs/lab_cpu.yaml model.teacher=opd_ray/lab/artifacts/teacher_incompatible --json
@@ -37,11 +38,14 @@ import torch
 
 from opd_ray import diagnostics as diag
 from opd_ray.config import REPO_ROOT, ConfigError, OPDConfig, load_config
-from opd_ray.data import opd_prompt_set, score_responses
+from opd_ray.contract import pair_checks
 from opd_ray.evaluation import teacher_continuation_advantage
-from opd_ray.hf_models import load_model, load_tokenizer
-from opd_ray.sampling import decode_responses, left_pad, sample, trajectory_seed
+from opd_ray.hf_models import eos_token_ids, load_model, load_tokenizer, model_options
+from opd_ray.model_files import shared_logit_width
+from opd_ray.sampling import TextSampler, decode_responses, left_pad, sample, trajectory_seed
 from opd_ray.scoring import gather_BR, response_logits
+from opd_ray.tasks import Example, Verifier, accuracy, build_task
+from opd_ray.verifiers import get_verifier
 
 VERDICTS = ("ok", "no_new_capability", "pattern_mismatch", "contract_violation")
 
@@ -83,23 +87,14 @@ class ProbeReport:
 
 
 # ---------------------------------------------------------------- contract
-def contract_checks(s_tok, t_tok, s_model, t_model, prompts: list[str], cfg: OPDConfig) -> dict:
-    """The teacher contract; every entry is {"pass": bool, "detail": str}."""
-    special = {name: (getattr(s_tok, f"{name}_token_id"), getattr(t_tok, f"{name}_token_id"))
-               for name in ("bos", "eos", "pad", "unk")}
-    same_vocab = s_tok.get_vocab() == t_tok.get_vocab()
-    widths = (s_model.config.vocab_size, t_model.config.vocab_size)
-    checks = {
-        "vocabulary": _check(same_vocab, f"{len(s_tok)} vs {len(t_tok)} tokens"
-                             + ("" if same_vocab else "; token -> id maps differ")),
-        "special_token_ids": _check(all(a == b for a, b in special.values()),
-                                    ", ".join(f"{k} {a}/{b}" for k, (a, b) in special.items())),
-        "logit_width": _check(widths[0] == widths[1], f"vocab_size {widths[0]} vs {widths[1]}"),
-        "temperature": _check(cfg.rollout.temperature == cfg.teacher.temperature,
-                              f"rollout.temperature {cfg.rollout.temperature} vs teacher.temperature "
-                              f"{cfg.teacher.temperature} (log-probs must be compared at one temperature)"),
-    }
-    checks["template_round_trip"] = template_round_trip(s_tok, t_tok, prompts)
+def contract_checks(s_tok, t_tok, s_model, t_model, prompts: list[Example], cfg: OPDConfig) -> dict:
+    """The teacher contract (opd_ray/contract.py, as the job checks it) plus the probe's own: equal temperatures
+    and the run's prompts reading the same for both tokenizers; every entry is {"pass": bool, "detail": str}."""
+    checks = pair_checks(s_tok, t_tok, s_model.config.vocab_size, t_model.config.vocab_size)
+    checks["temperature"] = _check(cfg.rollout.temperature == cfg.teacher.temperature,
+                                   f"rollout.temperature {cfg.rollout.temperature} vs teacher.temperature "
+                                   f"{cfg.teacher.temperature} (log-probs must be compared at one temperature)")
+    checks["prompt_round_trip"] = prompt_round_trip(s_tok, t_tok, prompts)
     return checks
 
 
@@ -107,39 +102,26 @@ def _check(ok: bool, detail: str) -> dict:
     return {"pass": bool(ok), "detail": detail}
 
 
-def template_round_trip(s_tok, t_tok, prompts: list[str]) -> dict:
-    """Prompts render (chat template, if any) and tokenise to the same ids for both, and decode back."""
-    templates = (getattr(s_tok, "chat_template", None), getattr(t_tok, "chat_template", None))
-    if bool(templates[0]) != bool(templates[1]):
-        return _check(False, "only one of the two tokenizers has a chat template")
-    bad = []
-    for prompt in prompts:
-        if templates[0]:
-            messages = [{"role": "user", "content": prompt}]
-            rendered = [tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                        for tok in (s_tok, t_tok)]
-            if rendered[0] != rendered[1]:
-                bad.append(prompt)
-                continue
-        ids = (s_tok(prompt)["input_ids"], t_tok(prompt)["input_ids"])
-        if ids[0] != ids[1] or s_tok.decode(ids[0], skip_special_tokens=True) != prompt:
-            bad.append(prompt)
-    kind = "chat template" if templates[0] else "no chat template (raw prompts)"
-    return _check(not bad, f"{kind}; {len(prompts) - len(bad)}/{len(prompts)} prompts round-trip"
-                  + (f"; first failure {bad[0]!r}" if bad else ""))
+def prompt_round_trip(s_tok, t_tok, prompts: list[Example]) -> dict:
+    """The teacher reads the student's prompt ids (rendered through the chat template, if any) as the same text."""
+    bad = [ex for ex in prompts if t_tok.decode(list(ex.prompt_ids)) != s_tok.decode(list(ex.prompt_ids))]
+    return _check(not bad, f"{len(prompts) - len(bad)}/{len(prompts)} prompts round-trip"
+                  + (f"; first failure {bad[0].prompt!r}" if bad else ""))
 
 
 # ---------------------------------------------------------------- rollouts and token-level metrics
 @torch.no_grad()
-def rollout_metrics(s_model, t_model, tok, prompts: list[str], cfg: OPDConfig, tol: float) -> tuple[dict, dict]:
+def rollout_metrics(s_model, t_model, tok, prompts: list[Example], verify: Verifier, cfg: OPDConfig, tol: float
+                    ) -> tuple[dict, dict]:
     """Sample one student rollout per prompt; score it with the teacher and with the student itself."""
-    k = cfg.objective.k
-    prompt_ids = [tok(p)["input_ids"] for p in prompts]
+    k, width = cfg.objective.k, min(s_model.config.vocab_size, t_model.config.vocab_size)
+    prompt_ids = [list(ex.prompt_ids) for ex in prompts]
     seeds = [trajectory_seed(cfg.run.seed, (0, i, 0), 0) for i in range(len(prompts))]
-    out = sample(s_model, prompt_ids, max_new_tokens=cfg.rollout.max_new_tokens, eos_id=tok.eos_token_id,
-                 pad_id=tok.pad_token_id, seeds=seeds, temperature=cfg.rollout.temperature, top_k=k)
+    out = sample(s_model, prompt_ids, max_new_tokens=cfg.rollout.max_new_tokens, eos_id=eos_token_ids(s_model, tok),
+                 pad_id=tok.pad_token_id, seeds=seeds, temperature=cfg.rollout.temperature, top_k=k,
+                 vocab_limit=width)
     ids_BP, mask_BP = left_pad(prompt_ids, tok.pad_token_id)
-    args = (ids_BP.numpy(), mask_BP.numpy().astype(bool), out.response_ids_BR, out.response_mask_BR)
+    args = (ids_BP.numpy(), mask_BP.numpy().astype(bool), out.response_ids_BR, out.response_mask_BR, width)
     t_logp = torch.log_softmax(response_logits(t_model, *args) / cfg.teacher.temperature, -1)
     s_logp = torch.log_softmax(response_logits(s_model, *args) / cfg.rollout.temperature, -1)
     t_top_logp, t_top_ids = (x.numpy() for x in t_logp.topk(k, -1))
@@ -162,7 +144,7 @@ def rollout_metrics(s_model, t_model, tok, prompts: list[str], cfg: OPDConfig, t
         own = np.exp(top_logp.astype(np.float64)).sum(-1)
         per_token[f"overlap_share_{side}"] = per_token[f"overlap_mass_{side}"] / np.maximum(own, 1e-12)
     metrics = {name: float((v * m).sum() / m.sum()) for name, v in per_token.items()}
-    metrics["student_sampled_accuracy"] = score_responses(prompts, decode_responses(tok, out))
+    metrics["student_sampled_accuracy"] = accuracy(verify, prompts, decode_responses(tok, out))
     drift = np.abs(out.logp_BR - s_rescored)[m]
     self_kl = float(((out.logp_BR - s_rescored) * m).sum() / m.sum())
     self_test = _check(drift.max() <= tol, f"student vs itself: sampled KL {self_kl:.2e}, max |Δlog p| "
@@ -170,38 +152,37 @@ def rollout_metrics(s_model, t_model, tok, prompts: list[str], cfg: OPDConfig, t
     return metrics, self_test
 
 
-def greedy_generator(model, tok, max_new_tokens: int):
+def greedy_generator(model, tok, max_new_tokens: int, cfg: OPDConfig) -> TextSampler:
     """prompt token ids -> greedy response texts (the evaluation module's `Generate`)."""
-    def generate(prompt_ids: list[list[int]]) -> list[str]:
-        out = sample(model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=tok.eos_token_id,
-                     pad_id=tok.pad_token_id, seeds=None)
-        return decode_responses(tok, out)
-    return generate
+    return TextSampler(model, tok, max_new_tokens, eos_token_ids(model, tok), tuple(cfg.rollout.stop),
+                       shared_logit_width(cfg.model.student, cfg.model.teacher))
 
 
 @torch.no_grad()
-def first_disagreement_advantage(s_model, t_model, tok, prompts: list[str], max_new_tokens: int) -> dict:
+def first_disagreement_advantage(s_model, t_model, tok, prompts: list[Example], verify: Verifier, cfg: OPDConfig
+                                 ) -> dict:
     """Local knowledge, the signal OPD actually uses: in the student's greedy answer, take the first token
     where the teacher's top-1 differs, substitute the teacher's token, let the *student* finish greedily.
     Returns the accuracy change (substituted minus original) and the share of answers with a disagreement.
     Condition (ii)'s local measure (an addition of ours, not a metric of the paper)."""
-    prompt_ids = [tok(p)["input_ids"] for p in prompts]
-    out = sample(s_model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=tok.eos_token_id,
-                 pad_id=tok.pad_token_id, seeds=None)
+    max_new_tokens, width = cfg.rollout.max_new_tokens, min(s_model.config.vocab_size, t_model.config.vocab_size)
+    prompt_ids = [list(ex.prompt_ids) for ex in prompts]
+    out = sample(s_model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=eos_token_ids(s_model, tok),
+                 pad_id=tok.pad_token_id, seeds=None, vocab_limit=width)
     ids_BP, mask_BP = left_pad(prompt_ids, tok.pad_token_id)
     t_top1 = response_logits(t_model, ids_BP.numpy(), mask_BP.numpy().astype(bool), out.response_ids_BR,
-                             out.response_mask_BR).argmax(-1).numpy()
+                             out.response_mask_BR, width).argmax(-1).numpy()
     original = decode_responses(tok, out)
     differs = (t_top1 != out.response_ids_BR) & out.response_mask_BR
     rows = [i for i in range(len(prompts)) if differs[i].any()]
     prefixes = {i: out.response_ids_BR[i, : differs[i].argmax()].tolist() + [int(t_top1[i, differs[i].argmax()])]
                 for i in rows}
-    continued = greedy_generator(s_model, tok, max_new_tokens)([prompt_ids[i] + prefixes[i] for i in rows]) \
+    continued = greedy_generator(s_model, tok, max_new_tokens, cfg)([prompt_ids[i] + prefixes[i] for i in rows]) \
         if rows else []
     substituted = list(original)
     for i, rest in zip(rows, continued):
         substituted[i] = tok.decode(prefixes[i], skip_special_tokens=True) + rest
-    return {"first_disagreement_advantage": score_responses(prompts, substituted) - score_responses(prompts, original),
+    return {"first_disagreement_advantage": accuracy(verify, prompts, substituted) - accuracy(verify, prompts, original),
             "answers_with_disagreement": len(rows) / len(prompts)}
 
 
@@ -240,7 +221,7 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
     return "ok", conditions
 
 
-def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts: list[str] | None = None
+def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts: list[Example] | None = None
               ) -> ProbeReport:
     """The Python API: probe cfg.model.teacher against cfg.model.student on `prompts` (default: the first
     `settings.n_prompts` of the run's OPD prompt set)."""
@@ -252,28 +233,30 @@ def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts
         torch.set_num_threads(threads)
 
 
-def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[str] | None, t0: float) -> ProbeReport:
+def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[Example] | None, t0: float) -> ProbeReport:
     torch.manual_seed(cfg.run.seed)
-    prompts = prompts if prompts is not None else opd_prompt_set(cfg.data, cfg.run.seed)[: settings.n_prompts]
+    s_tok, t_tok = (load_tokenizer(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
+    task = build_task(cfg, s_tok)
+    prompts = prompts if prompts is not None else task.train[: settings.n_prompts]
     if not prompts:
         raise ValueError("prompts: the probe needs at least one prompt")
-    s_tok, t_tok = (load_tokenizer(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
-    s_model, t_model = (load_model(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
+    verify = get_verifier(task.verifier)
+    s_model, t_model = (load_model(p, **model_options(cfg)) for p in (cfg.model.student, cfg.model.teacher))
     contract = contract_checks(s_tok, t_tok, s_model, t_model, prompts, cfg)
-    if not (contract["vocabulary"]["pass"] and contract["logit_width"]["pass"]):
+    if not (contract["vocabulary"]["pass"] and contract["embedding_tables"]["pass"]):
         # scoring with a different vocabulary would compare unrelated tokens: stop at the contract
         metrics = {name: float("nan") for name in ("overlap_ratio", "overlap_mass_student", "overlap_mass_teacher",
                                                     "overlap_share_student", "overlap_share_teacher",
                                                     "top1_agreement", "reverse_kl", "entropy_gap")}
         continuation = {"student_accuracy": float("nan"), "depth_0": float("nan")}
     else:
-        metrics, contract["self_test"] = rollout_metrics(s_model, t_model, s_tok, prompts, cfg,
+        metrics, contract["self_test"] = rollout_metrics(s_model, t_model, s_tok, prompts, verify, cfg,
                                                          settings.self_test_tol)
         n = cfg.rollout.max_new_tokens
-        continuation = teacher_continuation_advantage(greedy_generator(s_model, s_tok, n),
-                                                      greedy_generator(t_model, s_tok, n), prompts, s_tok,
-                                                      settings.depths)
-        metrics.update(first_disagreement_advantage(s_model, t_model, s_tok, prompts, n))
+        continuation = teacher_continuation_advantage(greedy_generator(s_model, s_tok, n, cfg),
+                                                      greedy_generator(t_model, s_tok, n, cfg), prompts, s_tok,
+                                                      verify, settings.depths)
+        metrics.update(first_disagreement_advantage(s_model, t_model, s_tok, prompts, verify, cfg))
     verdict, conditions = decide(contract, metrics, continuation, settings)
     return ProbeReport(verdict, conditions, metrics, continuation, contract, shown_path(cfg.model.student),
                        shown_path(cfg.model.teacher), len(prompts), cfg.objective.k, round(time.time() - t0, 1))

@@ -171,13 +171,15 @@ def figure_accuracy(plt, run: RunData, window: int):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     s, before = run.summary, run.before
     if s:
-        labels = ["hard: before", "hard: after", "hard: teacher", "easy: before", "easy: after", "easy: teacher"]
-        values = [s["student_before"], s["student_after"], s["teacher"], s["student_easy_before"],
-                  s["student_easy_after"], s["teacher_easy"]]
-        left.bar(labels, values, color=["#999", "#2a7", "#36c"] * 2)
+        labels, values = [], []
+        for name, e in s["eval"].items():  # per evaluation set and measure (greedy, avg@k)
+            for measure in e["student_after"]:
+                labels += [f"{name} {measure}: {w}" for w in ("before", "after", "teacher")]
+                values += [e["student_before"][measure], e["student_after"][measure], e["teacher"][measure]]
+        left.bar(labels, values, color=["#999", "#2a7", "#36c"] * (len(values) // 3))
         left.set_ylim(0, 1.05)
-        left.tick_params(axis="x", rotation=30)
-        left.set_title(f"gap recovery {s['gap_recovery']:.1%}")
+        left.tick_params(axis="x", rotation=60, labelsize=7)
+        left.set_title(f"{s['primary_set']} (greedy): gap recovery {s['gap_recovery']:.1%}")
     else:
         left.text(0.5, 0.5, "no summary.json yet (run in progress?)", ha="center", transform=left.transAxes)
     for label, cont in (("before OPD", before.get("continuation")), ("after OPD", s.get("continuation_after"))):
@@ -252,10 +254,12 @@ def headline(run: RunData) -> list[tuple[str, str]]:
     s, rows = run.summary, []
     if s:
         rows += [("objective", f"{s.get('objective')} (k={s.get('k')})"), ("steps", str(s.get("steps"))),
-                 ("hard accuracy: student before -> after (teacher)",
-                  f"{s['student_before']:.3f} -> {s['student_after']:.3f} ({s['teacher']:.3f})"),
-                 ("gap recovery", f"{s['gap_recovery']:.1%}"),
-                 ("easy accuracy before -> after", f"{s['student_easy_before']:.3f} -> {s['student_easy_after']:.3f}")]
+                 ("task", str(s.get("task")))]
+        for name, e in s["eval"].items():
+            for measure, after in e["student_after"].items():
+                rows.append((f"{name} {measure}: student before -> after (teacher), gap recovery",
+                             f"{e['student_before'][measure]:.3f} -> {after:.3f} ({e['teacher'][measure]:.3f}), "
+                             f"{e['gap_recovery'][measure]:.1%}"))
     for key, label in (("overlap_ratio", "overlap ratio"), ("top1_agreement", "top-1 agreement"),
                        ("overlap_mass_student", "student overlap mass"),
                        ("overlap_mass_teacher", "teacher overlap mass"), ("entropy_gap", "entropy gap")):

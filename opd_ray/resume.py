@@ -16,7 +16,7 @@ def loop_state_dict(state, stream: PromptStream, cfg) -> dict:
         "step": state.step, "policy_version": state.policy_version, "refused_stale": state.refused_stale,
         "consumed": sorted(list(t) for t in state.consumed),
         "stream": {"epoch": stream.epoch, "position": stream.position,
-                   "retry": [[list(t), p] for t, p in stream.retry]},
+                   "retry": [list(t) for t in stream.retry_ids()]},
         "config": config_fingerprint(cfg),
     }
 
@@ -44,7 +44,7 @@ def restore(actors, checkpoint: Path, state, stream: PromptStream, cfg, get) -> 
     state.consumed = {tuple(t) for t in saved["consumed"]}
     s = saved["stream"]
     stream.epoch, stream.position = s["epoch"], s["position"]
-    stream.retry = [(tuple(t), p) for t, p in s["retry"]]
+    stream.set_retry(s["retry"])
 
 
 def reset(state, stream: PromptStream) -> None:

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import torch
 
-from opd_ray.hf_models import load_model, load_tokenizer
-from opd_ray.sampling import decode_responses, left_pad, sample, trajectory_seed
+from opd_ray.hf_models import eos_token_ids, load_model, load_tokenizer
+from opd_ray.sampling import TextSampler, left_pad, sample, trajectory_seed, truncate_at_stops
 from opd_ray.trajectory import TrajectoryBatch, TrajId
 
 
@@ -17,10 +17,12 @@ class StaleEngineError(RuntimeError):
 
 class HFRollout:
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float, top_k: int, run_seed: int,
-                 trust_remote_code: bool = False):
-        self.model = load_model(model_path, trust_remote_code)
-        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
+                 model_options: dict | None = None, vocab_limit: int | None = None, stop: list[str] = ()):
+        self.model = load_model(model_path, **(model_options or {}))
+        self.tokenizer = load_tokenizer(model_path, (model_options or {}).get("trust_remote_code", False))
         self.max_new_tokens, self.temperature, self.top_k, self.run_seed = max_new_tokens, temperature, top_k, run_seed
+        self.texts = TextSampler(self.model, self.tokenizer, max_new_tokens, eos_token_ids(self.model, self.tokenizer),
+                                 tuple(stop), vocab_limit)
         self.policy_version: int | None = 0  # None: stale (a sync failed or is in progress)
 
     def generate(self, prompts: list[list[int]], traj_ids: list[TrajId], policy_version: int) -> TrajectoryBatch:
@@ -29,9 +31,11 @@ class HFRollout:
             raise StaleEngineError(f"engine serves v{self.policy_version}, asked for v{policy_version}")
         t0 = time.perf_counter()
         seeds = [trajectory_seed(self.run_seed, t, policy_version) for t in traj_ids]
-        tok = self.tokenizer
-        out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_token_id,
-                     pad_id=tok.pad_token_id, seeds=seeds, temperature=self.temperature, top_k=self.top_k)
+        tok, texts = self.tokenizer, self.texts
+        out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=texts.eos_ids,
+                     pad_id=tok.pad_token_id, seeds=seeds, temperature=self.temperature, top_k=self.top_k,
+                     vocab_limit=texts.vocab_limit)
+        out = truncate_at_stops(out, tok, list(texts.stops), tok.pad_token_id)
         prompt_ids, prompt_mask = left_pad(prompts, tok.pad_token_id)
         return TrajectoryBatch(
             traj_ids=list(traj_ids), policy_version=policy_version,
@@ -42,10 +46,11 @@ class HFRollout:
         )
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
-        tok = self.tokenizer
-        out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_token_id,
-                     pad_id=tok.pad_token_id, seeds=None)
-        return decode_responses(tok, out)
+        return self.texts(prompts)
+
+    def sample_texts(self, prompts: list[list[int]], seeds: list[int], temperature: float, top_p: float) -> list[str]:
+        """Evaluation samples (avg@k): one per prompt, each with its own seed."""
+        return self.texts(prompts, seeds, temperature, top_p)
 
     def load_weights(self, state_dict: dict[str, np.ndarray], policy_version: int) -> int:
         """Load new weights; the engine is stale (refuses to sample) until this succeeds."""

@@ -41,27 +41,43 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def nucleus_logp(logp_BV: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Log-probs renormalised on the smallest set of tokens holding `top_p` of the mass (evaluation sampling)."""
+    sorted_logp, order = logp_BV.sort(dim=-1, descending=True)
+    mass_before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()  # the top token is always kept
+    sorted_logp = sorted_logp.masked_fill(mass_before >= top_p, float("-inf"))
+    return torch.full_like(logp_BV, float("-inf")).scatter(-1, order, sorted_logp).log_softmax(-1)
+
+
 @torch.no_grad()
 def sample(
     model,
     prompts: list[list[int]],
     *,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | list[int],
     pad_id: int,
     seeds: list[int] | None,
     temperature: float = 1.0,
     top_k: int = 4,
+    top_p: float = 1.0,
+    vocab_limit: int | None = None,
 ) -> SampleOutput:
-    """Sample (or decode greedily when `seeds` is None) up to `max_new_tokens` tokens per prompt."""
+    """Sample (or decode greedily when `seeds` is None) up to `max_new_tokens` tokens per prompt.
+
+    A row ends at any id in `eos_id` (Qwen's generation config lists two). `vocab_limit` keeps the first ids of the
+    logits only (the ids student and teacher share, opd_ray/model_files.py). `top_p` < 1 samples from the nucleus
+    (evaluation); the returned log-probs are always those of the full tempered distribution.
+    """
     ids_BP, mask_BP = left_pad(prompts, pad_id)
     batch = ids_BP.shape[0]
+    eos_E = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(set(eos_id)), dtype=torch.long)
     gens = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
     position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids_BP, attention_mask=mask_BP, position_ids=position_BP, use_cache=True)
     cache, attn = out.past_key_values, mask_BP
     next_pos_B1 = position_BP[:, -1:] + 1
-    logits_BV = out.logits[:, -1, :].float()
+    logits_BV = out.logits[:, -1, :vocab_limit].float()
     done_B = torch.zeros(batch, dtype=torch.bool)
     toks, logps, tk_ids, tk_logps, alive = [], [], [], [], []
     for _ in range(max_new_tokens):
@@ -69,7 +85,7 @@ def sample(
         if gens is None:
             tok_B = logp_BV.argmax(-1)
         else:
-            probs_BV = logp_BV.exp()
+            probs_BV = (logp_BV if top_p >= 1.0 else nucleus_logp(logp_BV, top_p)).exp()
             tok_B = torch.stack([torch.multinomial(probs_BV[i], 1, generator=gens[i])[0] for i in range(batch)])
         tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
         kv, ki = logp_BV.topk(min(top_k, logp_BV.shape[-1]), dim=-1)
@@ -78,14 +94,14 @@ def sample(
         logps.append(logp_BV.gather(-1, tok_B[:, None])[:, 0].masked_fill(done_B, 0.0))
         tk_ids.append(ki)
         tk_logps.append(kv)
-        done_B = done_B | (tok_B == eos_id)
+        done_B = done_B | torch.isin(tok_B, eos_E)
         if bool(done_B.all()):
             break
         attn = torch.cat([attn, torch.ones((batch, 1), dtype=attn.dtype)], dim=1)
         out = model(input_ids=tok_B[:, None], attention_mask=attn, position_ids=next_pos_B1,
                     past_key_values=cache, use_cache=True)
         cache, next_pos_B1 = out.past_key_values, next_pos_B1 + 1
-        logits_BV = out.logits[:, -1, :].float()
+        logits_BV = out.logits[:, -1, :vocab_limit].float()
     return SampleOutput(
         response_ids_BR=torch.stack(toks, 1).to(torch.int32).numpy(),
         response_mask_BR=torch.stack(alive, 1).numpy(),
@@ -93,6 +109,47 @@ def sample(
         topk_ids_BRK=torch.stack(tk_ids, 1).to(torch.int32).numpy(),
         topk_logp_BRK=torch.stack(tk_logps, 1).numpy().astype(np.float32),
     )
+
+
+def truncate_at_stops(out: SampleOutput, tokenizer, stops: list[str], pad_id: int) -> SampleOutput:
+    """End each response at the token that completes the first `rollout.stop` string (in place).
+
+    Found by bisection on decoded prefixes: a prefix that contains a stop string stays so when it grows.
+    """
+    if not stops:
+        return out
+    for b, (ids, mask) in enumerate(zip(out.response_ids_BR, out.response_mask_BR)):
+        n = int(mask.sum())
+        has_stop = lambda r: any(s in tokenizer.decode(ids[:r].tolist()) for s in stops)  # noqa: E731
+        if n == 0 or not has_stop(n):
+            continue
+        lo, hi = 1, n  # the shortest prefix with a stop string lies in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
+        out.response_mask_BR[b, lo:] = False
+        out.response_ids_BR[b, lo:] = pad_id
+        out.logp_BR[b, lo:] = 0.0
+    return out
+
+
+@dataclass
+class TextSampler:
+    """Texts from a model for evaluation and the cold start: greedy (no seeds) or sampled with per-row seeds.
+    Shared by the HF rollout engine and the HF teacher."""
+    model: object
+    tokenizer: object
+    max_new_tokens: int
+    eos_ids: list[int]
+    stops: tuple[str, ...] = ()
+    vocab_limit: int | None = None
+
+    def __call__(self, prompts: list[list[int]], seeds: list[int] | None = None, temperature: float = 1.0,
+                 top_p: float = 1.0) -> list[str]:
+        pad = self.tokenizer.pad_token_id
+        out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=self.eos_ids, pad_id=pad,
+                     seeds=seeds, temperature=temperature, top_p=top_p, vocab_limit=self.vocab_limit)
+        return decode_responses(self.tokenizer, truncate_at_stops(out, self.tokenizer, list(self.stops), pad))
 
 
 def decode_responses(tokenizer, out: SampleOutput) -> list[str]:

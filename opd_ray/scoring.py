@@ -5,8 +5,10 @@ import numpy as np
 import torch
 
 
-def response_logits(model, prompt_ids_BP, prompt_mask_BP, response_ids_BR, response_mask_BR) -> torch.Tensor:
-    """Logits that predict each response token, shape B×R×V (float32).
+def response_logits(model, prompt_ids_BP, prompt_mask_BP, response_ids_BR, response_mask_BR,
+                    vocab_limit: int | None = None) -> torch.Tensor:
+    """Logits that predict each response token, shape B×R×V (float32); V is cut to `vocab_limit` when given
+    (the ids student and teacher share, opd_ray/model_files.py).
 
     The sequence is [left-padded prompt | right-padded response]; position ids skip the left padding.
     """
@@ -18,7 +20,7 @@ def response_logits(model, prompt_ids_BP, prompt_mask_BP, response_ids_BR, respo
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
     n_prompt = prompt_ids.shape[1]
-    return logits[:, n_prompt - 1: -1, :].float()
+    return logits[:, n_prompt - 1: -1, :vocab_limit].float()
 
 
 def gather_BR(logp_BRV: torch.Tensor, ids_BR) -> torch.Tensor:

@@ -7,18 +7,21 @@ import numpy as np
 import torch
 
 from opd_ray.diagnostics import entropy_BR
-from opd_ray.hf_models import load_model, load_tokenizer
-from opd_ray.sampling import decode_responses, sample
+from opd_ray.hf_models import eos_token_ids, load_model, load_tokenizer
+from opd_ray.sampling import TextSampler
 from opd_ray.scoring import gather_BR, gather_BRK, response_logits
 from opd_ray.trajectory import TrajectoryBatch
 
 
 class HFTeacher:
     def __init__(self, model_path: str, *, top_k: int, temperature: float, max_new_tokens: int,
-                 logprob_dtype: str = "float16", ship_full_vocab: bool = False, trust_remote_code: bool = False):
-        self.model = load_model(model_path, trust_remote_code)
-        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
-        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+                 logprob_dtype: str = "float16", ship_full_vocab: bool = False, model_options: dict | None = None,
+                 vocab_limit: int | None = None, stop: list[str] = ()):
+        self.model = load_model(model_path, **(model_options or {}))
+        self.tokenizer = load_tokenizer(model_path, (model_options or {}).get("trust_remote_code", False))
+        self.temperature, self.max_new_tokens, self.vocab_limit = temperature, max_new_tokens, vocab_limit
+        self.texts = TextSampler(self.model, self.tokenizer, max_new_tokens, eos_token_ids(self.model, self.tokenizer),
+                                 tuple(stop), vocab_limit)
         self.payload = TeacherPayload(top_k, logprob_dtype, ship_full_vocab)
 
     @torch.no_grad()
@@ -26,17 +29,17 @@ class HFTeacher:
         """Adds the teacher's log-prob of each sampled token, at the student's top-k ids, and its own top-k."""
         t0 = time.perf_counter()
         logits_BRV = response_logits(self.model, batch.prompt_ids_BP, batch.prompt_mask_BP,
-                                     batch.response_ids_BR, batch.response_mask_BR)
+                                     batch.response_ids_BR, batch.response_mask_BR, self.vocab_limit)
         logp_BRV = torch.log_softmax(logits_BRV / self.temperature, dim=-1)
         check_finite(logp_BRV, batch.response_mask_BR)
         return batch.with_teacher(**self.payload.fields(logp_BRV, batch),
                                   stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
-        tok = self.tokenizer
-        out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_token_id,
-                     pad_id=tok.pad_token_id, seeds=None)
-        return decode_responses(tok, out)
+        return self.texts(prompts)
+
+    def sample_texts(self, prompts: list[list[int]], seeds: list[int], temperature: float, top_p: float) -> list[str]:
+        return self.texts(prompts, seeds, temperature, top_p)
 
 
 class TeacherPayload:

@@ -23,19 +23,39 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # otherwise every weight
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from opd_ray.hf_models import load_tokenizer  # noqa: E402
+from opd_ray.hf_models import load_tokenizer, torch_dtype  # noqa: E402
 from opd_ray.rollout import StaleEngineError  # noqa: E402
 from opd_ray.sampling import left_pad, trajectory_seed  # noqa: E402
 from opd_ray.teacher import TeacherPayload  # noqa: E402
 from opd_ray.trajectory import TrajectoryBatch, TrajId  # noqa: E402
 
 
-def make_llm(model_path: str, max_model_len: int, seed: int, trust_remote_code: bool, logprobs_mode: str,
+def make_llm(model_path: str, max_model_len: int, seed: int, model_options: dict | None, logprobs_mode: str,
              **extra):
     from vllm import LLM
 
-    return LLM(model=model_path, dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=seed,
-               trust_remote_code=trust_remote_code, logprobs_mode=logprobs_mode, max_num_seqs=256, **extra)
+    options = model_options or {}
+    dtype = str(torch_dtype(options.get("dtype", "float32"))).removeprefix("torch.")  # model.dtype, as HF reads it
+    return LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, enforce_eager=True, seed=seed,
+               trust_remote_code=options.get("trust_remote_code", False), logprobs_mode=logprobs_mode,
+               max_num_seqs=256, **extra)
+
+
+def generate_texts(llm, tokenizer, prompts: list[list[int]], params) -> list[str]:
+    outs = llm.generate(tokens_prompts(prompts), params, use_tqdm=False)
+    return [tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outs]
+
+
+def text_params(max_new_tokens: int, stop: list[str], seeds: list[int] | None = None, temperature: float = 1.0,
+                top_p: float = 1.0):
+    """Greedy (no seeds) or per-row seeded sampling; responses end at every EOS id (vLLM reads them from the
+    generation config) and at the `rollout.stop` strings."""
+    from vllm import SamplingParams
+
+    if seeds is None:
+        return SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop) or None)
+    return [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
+                           stop=list(stop) or None) for seed in seeds]
 
 
 def tokens_prompts(prompts: list[list[int]]):
@@ -46,14 +66,18 @@ def tokens_prompts(prompts: list[list[int]]):
 
 class VLLMRollout:
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float, top_k: int, run_seed: int,
-                 max_model_len: int = 128, trust_remote_code: bool = False, llm_kwargs: dict | None = None):
+                 max_model_len: int = 128, model_options: dict | None = None, llm_kwargs: dict | None = None,
+                 vocab_limit: int | None = None, stop: list[str] = ()):
+        # vocab_limit: vLLM samples over the student's whole table; the ids past the tokenizer are padding rows
+        # that no checkpoint of the paper's pairs gives mass to (the HF engine cuts them exactly)
         from opd_ray.weight_sync import EngineWeightTransfer
 
         # llm_kwargs: weight_transfer_config for the broadcast paths (opd_ray/weight_sync.py)
-        self.llm = make_llm(model_path, max_model_len, run_seed, trust_remote_code, "processed_logprobs",
+        self.llm = make_llm(model_path, max_model_len, run_seed, model_options, "processed_logprobs",
                             **(llm_kwargs or {}))
+        self.stop = list(stop)
         self.transfer = EngineWeightTransfer(self)
-        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
+        self.tokenizer = load_tokenizer(model_path, (model_options or {}).get("trust_remote_code", False))
         self.max_new_tokens, self.temperature, self.top_k, self.run_seed = max_new_tokens, temperature, top_k, run_seed
         self.policy_version: int | None = 0  # None: stale (a sync failed or is in progress)
         self.shapes = checkpoint_shapes(model_path)
@@ -65,7 +89,8 @@ class VLLMRollout:
             raise StaleEngineError(f"engine serves v{self.policy_version}, asked for v{policy_version}")
         t0 = time.perf_counter()
         params = [SamplingParams(temperature=self.temperature, top_p=1.0, top_k=-1, max_tokens=self.max_new_tokens,
-                                 logprobs=self.top_k, seed=trajectory_seed(self.run_seed, t, policy_version))
+                                 logprobs=self.top_k, seed=trajectory_seed(self.run_seed, t, policy_version),
+                                 stop=self.stop or None)
                   for t in traj_ids]
         outs = self.llm.generate(tokens_prompts(prompts), params, use_tqdm=False)
         width = max(len(o.outputs[0].token_ids) for o in outs)
@@ -90,11 +115,11 @@ class VLLMRollout:
             student_topk_logp_BRK=topk_logp, stage_s={"rollout": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
-        from vllm import SamplingParams
+        return generate_texts(self.llm, self.tokenizer, prompts, text_params(self.max_new_tokens, self.stop))
 
-        outs = self.llm.generate(tokens_prompts(prompts), SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens),
-                                 use_tqdm=False)
-        return [self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outs]
+    def sample_texts(self, prompts: list[list[int]], seeds: list[int], temperature: float, top_p: float) -> list[str]:
+        params = text_params(self.max_new_tokens, self.stop, seeds, temperature, top_p)
+        return generate_texts(self.llm, self.tokenizer, prompts, params)
 
     def load_weights(self, state_dict: dict[str, np.ndarray], policy_version: int) -> int:
         """In-place reload; the engine is stale (refuses to sample) until a reload succeeds."""
@@ -128,9 +153,10 @@ def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
 class VLLMTeacher:
     def __init__(self, model_path: str, *, top_k: int, temperature: float, max_new_tokens: int,
                  max_model_len: int = 128, logprob_dtype: str = "float16", ship_full_vocab: bool = False,
-                 trust_remote_code: bool = False):
-        self.llm = make_llm(model_path, max_model_len, 0, trust_remote_code, "raw_logprobs")
-        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
+                 model_options: dict | None = None, vocab_limit: int | None = None, stop: list[str] = ()):
+        self.llm = make_llm(model_path, max_model_len, 0, model_options, "raw_logprobs")
+        self.tokenizer = load_tokenizer(model_path, (model_options or {}).get("trust_remote_code", False))
+        self.stop, self.vocab_limit = list(stop), vocab_limit
         self.vocab = self.llm.llm_engine.model_config.get_vocab_size()
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         self.payload = TeacherPayload(top_k, logprob_dtype, ship_full_vocab)
@@ -152,7 +178,7 @@ class VLLMTeacher:
                 for token, entry in out.prompt_logprobs[len(prompt) + r].items():
                     logp[b, r, token] = entry.logprob
         # temperature on a full distribution is exact: log_softmax(logp / T) == log_softmax(logits / T)
-        return torch.log_softmax(logp / self.temperature, dim=-1).float()
+        return torch.log_softmax(logp[..., : self.vocab_limit] / self.temperature, dim=-1).float()
 
     def score(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         t0 = time.perf_counter()
@@ -161,8 +187,8 @@ class VLLMTeacher:
                                   stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
-        from vllm import SamplingParams
+        return generate_texts(self.llm, self.tokenizer, prompts, text_params(self.max_new_tokens, self.stop))
 
-        outs = self.llm.generate(tokens_prompts(prompts), SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens),
-                                 use_tqdm=False)
-        return [self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outs]
+    def sample_texts(self, prompts: list[list[int]], seeds: list[int], temperature: float, top_p: float) -> list[str]:
+        params = text_params(self.max_new_tokens, self.stop, seeds, temperature, top_p)
+        return generate_texts(self.llm, self.tokenizer, prompts, params)

@@ -37,3 +37,31 @@ def ray_cluster():
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()
+
+
+REAL_SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="session")
+def tiny_smol(tmp_path_factory):
+    """Untrained tiny student and teacher on SmolLM2's real tokenizer (49,152 ids, ChatML chat template)."""
+    from opd_ray.real_models import tiny_random_model
+
+    out = tmp_path_factory.mktemp("tiny_smol")
+    for name, seed in (("student", 1), ("teacher", 2)):
+        tiny_random_model(out_dir=out / name, seed=seed)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct from `make real-models` (CI builds it first; OPD_REQUIRE_REAL_MODELS=1 makes
+    its absence a failure, not a skip)."""
+    from opd_ray.real_models import is_complete
+
+    if not is_complete(REAL_SMOLLM2):
+        message = f"{REAL_SMOLLM2} not built: run `make real-models`"
+        if os.environ.get("OPD_REQUIRE_REAL_MODELS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return REAL_SMOLLM2

@@ -2,8 +2,9 @@
 from actors.group import create_actors
 from opd_ray import controller, resume
 from opd_ray.config import load_config
-from opd_ray.data import PromptStream, lab_train_prompts
+from opd_ray.data import PromptStream
 from opd_ray.hf_models import load_tokenizer
+from opd_ray.tasks import build_task
 from opd_ray.metrics import MetricsSink
 from tests.opd_ray.test_config import LAB_CFG
 
@@ -14,13 +15,15 @@ def tiny_cfg(tiny_lab, *overrides):
 
 
 def train_with_actors(cfg, run_dir, prefix, prompts=None, ckpt=None, resume_from=None, on_step=None):
-    """Fresh actors; optionally restore a checkpoint; train to cfg.run.steps. Returns (actors, state, metrics).
+    """Fresh actors; optionally restore a checkpoint; train to cfg.run.steps on `prompts` (tasks.Examples; default:
+    the task's training set). Returns (actors, state, metrics).
 
     `on_step(actors, state, metrics)` runs after every step.
     """
     actors = create_actors(cfg, name_prefix=prefix)
     controller.get(actors.ready_refs(), 600, "startup")
-    stream = PromptStream(prompts or lab_train_prompts(cfg.data, 0), cfg.data.samples_per_prompt, 0)
+    prompts = prompts or build_task(cfg, load_tokenizer(cfg.model.student)).train
+    stream = PromptStream(prompts, cfg.data.samples_per_prompt, 0)
     state, seen = controller.LoopState(), []
     if resume_from is not None:
         resume.restore(actors, resume_from, state, stream, cfg, controller.get)
@@ -33,6 +36,6 @@ def train_with_actors(cfg, run_dir, prefix, prompts=None, ckpt=None, resume_from
 
     run_dir.mkdir(parents=True, exist_ok=True)
     sink = MetricsSink(run_dir)
-    controller.train(actors, stream, load_tokenizer(cfg.model.student), cfg, sink, state, ckpt, on_step=record)
+    controller.train(actors, stream, cfg, sink, state, ckpt, on_step=record)
     sink.close()
     return actors, state, seen

@@ -10,8 +10,8 @@ import pytest
 import ray
 
 from opd_ray import controller
-from opd_ray.data import lab_train_prompts
-from opd_ray.hf_models import load_model, state_dict_numpy
+from opd_ray.hf_models import load_model, load_tokenizer, state_dict_numpy
+from opd_ray.tasks import build_task
 from tests.actors.loop import tiny_cfg, train_with_actors
 
 
@@ -31,7 +31,7 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
         # the reward AUROC is NaN when every rollout is right (or wrong): the tiny untrained model gets all wrong
         assert all(math.isfinite(v) for k, v in metrics.items() if isinstance(v, float) and k != "reward_auroc")
 
-    prompts = lab_train_prompts(cfg.data, 0)[:12]  # 3 steps x 8 prompts x 2 samples > 1 epoch
+    prompts = build_task(cfg, load_tokenizer(cfg.model.student)).train[:12]  # 3 steps x 8 prompts x 2 samples > 1 epoch
     actors, state, seen = train_with_actors(cfg, tmp_path, "it-", prompts=prompts, on_step=check)
     assert state.step == 3 and len(seen) == 3
     assert len(state.consumed) == 3 * 8 * 2  # every id once (the controller raises on a repeat)

@@ -8,7 +8,8 @@ import pytest
 import ray
 
 from opd_ray.checkpoint import CheckpointDir
-from opd_ray.data import lab_train_prompts
+from opd_ray.hf_models import load_tokenizer
+from opd_ray.tasks import build_task
 from tests.actors.loop import tiny_cfg, train_with_actors
 
 STEPS, BATCH = 4, 8
@@ -23,7 +24,7 @@ def make_cfg(tiny_lab, zero_stage, *extra):
 def run_steps(cfg, tmp, steps, prefix, resume_from=None):
     """Train to `steps` on a 2-step epoch; returns the losses, the served weights, the state and the actors."""
     cfg.run.steps = steps
-    prompts = lab_train_prompts(cfg.data, 0)[: 2 * BATCH]  # one epoch = 2 steps
+    prompts = build_task(cfg, load_tokenizer(cfg.model.student)).train[: 2 * BATCH]  # one epoch = 2 steps
     actors, state, seen = train_with_actors(cfg, tmp, prefix, prompts=prompts, ckpt=CheckpointDir(tmp / "checkpoints"),
                                             resume_from=resume_from)
     weights = ray.get(actors.rollouts[0].state_dict.remote())

@@ -5,25 +5,32 @@ import pytest
 from opd_ray import cold_start
 from opd_ray.config import load_config
 from opd_ray.lab import build as lab_build
+from opd_ray.lab.arith_task import example
 from opd_ray.lab.task import parse_prompt
 from opd_ray.lab.tokenizer import build_tokenizer
+from opd_ray.tasks import build_task
 from opd_ray.trajectory import TrajectoryBatch
 from tests.conftest import ROOT
 
 CONFIG = ROOT / "configs" / "lab_cpu.yaml"
 
 
+def opd_and_sft_prompts(cfg) -> tuple[list[str], list[str]]:
+    task = build_task(cfg, build_tokenizer())
+    return [ex.prompt for ex in task.cold_start], [ex.prompt for ex in cold_start.opd_examples(task, cfg)]
+
+
 def test_opd_prompts_are_disjoint_from_the_sft_prompts_and_the_eval_sets():
     cfg = load_config(CONFIG, ["stages=[cold_start,opd]", "cold_start.prompts=3000", "data.train_prompts=3000",
                                "cold_start.n_terms=[4,5]"])
-    sft, opd = cold_start.cold_start_prompts(cfg), cold_start.opd_prompts(cfg)
+    sft, opd = opd_and_sft_prompts(cfg)
     plain = load_config(CONFIG, ["data.train_prompts=3000"])
     assert len(sft) > 2900 and not set(sft) & set(opd)
-    assert len(opd) < len(cold_start.opd_prompts(plain))  # some overlapping draws were removed
+    assert len(opd) < len(opd_and_sft_prompts(plain)[1])  # some overlapping draws were removed
     held_out = {p.prompt for s in lab_build.eval_sets() for p in s}
     assert not held_out & set(sft) and not held_out & set(opd)
     templated = load_config(CONFIG, ["stages=[cold_start,opd]", "data.prompt_template='#{q}'"])
-    assert all(p.startswith("#") and parse_prompt(p) for p in cold_start.opd_prompts(templated)[:50])
+    assert all(p.startswith("#") and parse_prompt(p) for p in opd_and_sft_prompts(templated)[1][:50])
 
 
 def batch_of(tokenizer, prompts, responses, max_len=20):
@@ -53,7 +60,7 @@ class FakeTeacherEngine:
         self.tokenizer, self.answers, self.calls = tokenizer, answers, []
         self.generate = self  # engine.generate.remote(...) as on an actor
 
-    def remote(self, prompt_ids, traj_ids, version):
+    def remote(self, prompt_ids, traj_ids, version, answers=None):
         self.calls.append([t[1] for t in traj_ids])
         prompts = [self.tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids]
         texts = [self.answers[t[1]][min(t[0], len(self.answers[t[1]]) - 1)] for t in traj_ids]
@@ -66,7 +73,7 @@ def test_generate_filtered_retries_rejected_prompts(monkeypatch):
     monkeypatch.setattr(cold_start, "get", lambda ref, *_: ref)  # the fake engine answers directly
     tok = build_tokenizer()
     cfg = load_config(CONFIG, ["stages=[cold_start,opd]", "cold_start.retries=1"])
-    prompts = ["12+34:", "11+22:", "10+10:", "20+30:"]
+    prompts = [example(p, tok) for p in ("12+34:", "11+22:", "10+10:", "20+30:")]
     answers = {0: ["12+34=46;#46"], 1: ["1+1=2;1+1=2;#2", "11+22=33;#33"], 2: ["10+10=20;10+10=20;10+10=20;#20"],
                3: ["20+30=50;"]}
     engine = FakeTeacherEngine(tok, answers)
@@ -91,7 +98,7 @@ def test_all_rejected_is_an_error_that_names_the_filters(monkeypatch):
     cfg = load_config(CONFIG, ["stages=[cold_start,opd]", "cold_start.retries=0"])
     engine = FakeTeacherEngine(tok, {0: ["12+34=46;"]})
     with pytest.raises(RuntimeError, match="cold_start.filters='lab'"):
-        cold_start.generate_filtered(engine, ["12+34:"], tok, cfg)
+        cold_start.generate_filtered(engine, [example("12+34:", tok)], tok, cfg)
 
 
 def test_resume_compares_against_the_stage_export(tmp_path):

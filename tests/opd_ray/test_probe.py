@@ -42,7 +42,7 @@ def test_a_different_vocabulary_is_a_contract_violation(tiny_lab, tmp_path):
     tok_file.write_text(json.dumps(spec))
     report = probe(tiny_lab / "student", teacher, SHORT)
     assert report.verdict == "contract_violation"
-    assert not report.contract["vocabulary"]["pass"] and not report.contract["template_round_trip"]["pass"]
+    assert not report.contract["vocabulary"]["pass"] and not report.contract["prompt_round_trip"]["pass"]
     assert report.contract["special_token_ids"]["pass"]
 
 

@@ -95,7 +95,7 @@ def test_opd_prompt_set_draws_the_configured_share_from_a_teacher_prompt_file(tm
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from opd_ray.data import lab_train_prompts, opd_prompt_set
+    from opd_ray.lab.arith_task import lab_train_prompts, opd_prompt_set
     from opd_ray.lab.build import eval_sets
 
     held_out = eval_sets()[1][0].prompt  # a held-out hard problem must never become an OPD prompt
@@ -116,7 +116,7 @@ def test_opd_prompt_set_draws_the_configured_share_from_a_teacher_prompt_file(tm
 
 
 def test_a_teacher_prompt_file_without_prompts_is_named(tmp_path):
-    from opd_ray.data import opd_prompt_set
+    from opd_ray.lab.arith_task import opd_prompt_set
 
     path = tmp_path / "rows.jsonl"
     path.write_text('{"question": "1+1:"}\n')
@@ -141,7 +141,7 @@ def test_lab_teacher_prompts_are_exactly_what_its_sft_trained_on(monkeypatch):
 
 
 def test_content_aligned_set_from_the_lab_teacher_has_no_near_duplicates_of_the_eval_set():
-    from opd_ray.data import opd_prompt_set
+    from opd_ray.lab.arith_task import opd_prompt_set
     from opd_ray.lab.build import eval_sets
 
     cfg = aligned_cfg("lab:teacher", "data.dedup_threshold=0.8")

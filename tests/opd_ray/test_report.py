@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
+from actors.group import create_actors
 from launch import opd_job
+from opd_ray import job
 from opd_ray import report
 from tests.actors.loop import tiny_cfg
 
@@ -32,7 +34,7 @@ def run_dir(ray_cluster, tiny_lab, tmp_path_factory):
     cfg = tiny_cfg(tiny_lab, "run.steps=4", "data.prompts_per_step=8", "data.eval_size=8",
                    "objective.diagnostics_every=2", "learner.cpus_per_rank=0.5", f"run.out_dir={out}")
     run_dir = opd_job.make_run_dir(cfg)
-    opd_job.run(cfg, run_dir, name_prefix="report-")
+    job.run(cfg, job.prepare(cfg), run_dir, create_actors, name_prefix="report-")
     return run_dir
 
 

@@ -1,0 +1,127 @@
+"""The `dataset` task without Ray: rendering through the chat template, length filter, leakage, contract checks."""
+import json
+import shutil
+import time
+
+import pytest
+
+from opd_ray.config import ConfigError, load_config
+from opd_ray.contract import ContractError, check_pair
+from opd_ray.datasets import DataError
+from opd_ray.hf_models import load_tokenizer
+from opd_ray.tasks import build_task
+from tests.conftest import LAB, ROOT
+
+SUMS = ROOT / "tests" / "data" / "sums"
+
+
+def dataset_cfg(models, *overrides):
+    return load_config(ROOT / "configs" / "lab_cpu.yaml", [
+        f"model.student={models / 'student'}", f"model.teacher={models / 'teacher'}", "data.task=dataset",
+        f"data.train_files=[{SUMS / 'train.jsonl'}]",
+        f"data.eval_files={{easy: {SUMS / 'easy.jsonl'}, hard: [{SUMS / 'hard.jsonl'}]}}",
+        "data.max_prompt_tokens=96", *overrides])
+
+
+def test_prompts_render_through_the_chat_template_and_overlong_ones_are_dropped(tiny_smol):
+    cfg = dataset_cfg(tiny_smol, "data.chat_template_kwargs={enable_thinking: false}")
+    tok = load_tokenizer(cfg.model.student)
+    task = build_task(cfg, tok)
+    rows = [json.loads(line) for line in (SUMS / "train.jsonl").read_text().splitlines()]
+    fitting = [r for r in rows if not r["prompt"].startswith("Read carefully.")]
+    assert len(task.train) == len(fitting) == len(rows) - 3
+    assert task.notes == ["data.train_files: 3 prompts longer than data.max_prompt_tokens=96 dropped"]
+    for example, row in zip(task.train, fitting):
+        messages = [{"role": "user", "content": row["prompt"]}]
+        want = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert list(example.prompt_ids) == list(want) and example.answer == row["answer"]
+        assert example.prompt.startswith("<|im_start|>system\n") and example.prompt.endswith("<|im_start|>assistant\n")
+    hard = [json.loads(line) for line in (SUMS / "hard.jsonl").read_text().splitlines()]  # chat `messages` rows
+    assert [list(e.prompt_ids) for e in task.eval_sets["hard"]] == [
+        tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False) for r in hard]
+    assert list(task.eval_sets) == ["easy", "hard"] and task.primary == "easy" and task.verifier == "math"
+
+
+def test_system_prompt_and_raw_text(tiny_smol):
+    tok = load_tokenizer(str(tiny_smol / "student"))
+    chat = build_task(dataset_cfg(tiny_smol, "data.system_prompt='Be brief.'"), tok)
+    assert chat.train[0].prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is")
+    raw = build_task(dataset_cfg(tiny_smol, "data.chat_template=none", "data.system_prompt='Be brief.'"), tok)
+    assert raw.train[0].prompt.startswith("Be brief.\n\nWhat is") and "<|im_start|>" not in raw.train[0].prompt
+    assert list(raw.train[0].prompt_ids) == tok(raw.train[0].prompt)["input_ids"]
+
+
+def test_evaluation_rows_are_removed_from_the_training_set(tiny_smol, tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text((SUMS / "train.jsonl").read_text() + (SUMS / "easy.jsonl").read_text())
+    task = build_task(dataset_cfg(tiny_smol, f"data.train_files={train}"), load_tokenizer(str(tiny_smol / "student")))
+    assert len(task.train) == 48 and "8 prompts that are also evaluation prompts removed" in task.notes[-1]
+
+
+def test_every_prompt_too_long_is_an_error(tiny_smol):
+    with pytest.raises(DataError, match=r"^data.eval_files.easy: all 8 prompts are longer than "
+                                        r"data.max_prompt_tokens=10 tokens"):
+        build_task(dataset_cfg(tiny_smol, "data.max_prompt_tokens=10"), load_tokenizer(str(tiny_smol / "student")))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", r"train.jsonl: .*(empty|no rows)"),
+    ('{"prompt": "What is 1 + 1?", "answer": "2"}\n{"prompt": "x", "answer": \n', r"train.jsonl line 2: invalid JSON"),
+    ('{"question": "What is 1 + 1?", "answer": "2"}\n', r"train.jsonl line 1: .*'prompt'"),
+    ('{"prompt": 17, "answer": "2"}\n', r"train.jsonl line 1: .*prompt"),
+    (b'{"prompt": "What is \xff?", "answer": "2"}\n', r"train.jsonl line 1: .*UTF-8"),
+])
+def test_bad_rows_name_the_file_and_line(tiny_smol, tmp_path, content, message):
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError, match=message) as err:
+        build_task(dataset_cfg(tiny_smol, f"data.train_files={train}"), load_tokenizer(str(tiny_smol / "student")))
+    assert "\n" not in str(err.value) and str(err.value).startswith("data.train_files: ")
+
+
+def test_config_errors_for_the_dataset_task(tiny_smol):
+    with pytest.raises(ConfigError, match="^data.eval_files: task 'dataset' needs at least one evaluation set"):
+        load_config(ROOT / "configs" / "lab_cpu.yaml", ["data.task=dataset", f"data.train_files={SUMS / 'train.jsonl'}"])
+    with pytest.raises(ConfigError, match="^data.verifier: "):
+        dataset_cfg(tiny_smol, "data.verifier=no_such_module:grade")
+    with pytest.raises(ConfigError, match="^data.task: must be one of"):
+        dataset_cfg(tiny_smol, "data.task=gsm8k")
+
+
+def test_a_hub_model_offline_is_one_immediate_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"^model.teacher: 'Qwen/Qwen3-4B' is neither a local folder nor in the "
+                                          r"Hugging Face cache \(HF_HUB_OFFLINE=1 is set"):
+        load_config(ROOT / "configs" / "lab_cpu.yaml", ["model.teacher=Qwen/Qwen3-4B"])
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_teacher_of_another_vocabulary_is_refused_in_seconds(tiny_smol, swap):
+    """The lab student with a SmolLM2-vocabulary teacher, and the reverse: refused before any actor exists."""
+    roles = [str(LAB / "student"), str(tiny_smol / "teacher")]
+    student, teacher = roles[::-1] if swap else roles
+    cfg = load_config(ROOT / "configs" / "lab_cpu.yaml", [f"model.student={student}", f"model.teacher={teacher}",
+                                                          "rollout.max_new_tokens=8"])
+    t0 = time.monotonic()
+    with pytest.raises(ContractError, match=r"^model.teacher: the teacher does not fit the student \(vocabulary: "
+                                            r".*ids mean different tokens") as err:
+        check_pair(cfg)
+    assert time.monotonic() - t0 < 5 and "\n" not in str(err.value)
+    assert "special_token_ids" in str(err.value) and "chat_template: only the" in str(err.value)
+
+
+def test_a_pair_that_shares_the_vocabulary_passes_and_corrupt_weights_are_named(tiny_smol, tmp_path):
+    cfg = dataset_cfg(tiny_smol)
+    check_pair(cfg)  # same tokenizer: passes
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_smol / "teacher", teacher)
+    weights = teacher / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut half-way
+    with pytest.raises(ConfigError, match=r"^model.teacher: .*model.safetensors is corrupt: truncated"):
+        check_pair(dataset_cfg(tiny_smol, f"model.teacher={teacher}"))
+    (teacher / "model.safetensors").unlink()
+    (teacher / "tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match=r"^model.teacher: .* has no tokenizer"):
+        check_pair(dataset_cfg(tiny_smol, f"model.teacher={teacher}"))

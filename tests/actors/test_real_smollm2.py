@@ -22,6 +22,8 @@ def test_two_opd_steps_with_the_real_smollm2(ray_cluster, smollm2, tmp_path):
     steps = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "reverse_kl" in r]
     assert [r["step"] for r in steps] == [1, 2]
     first = steps[0]
+    print(f"SmolLM2 -> itself: step 1 reverse KL {first['reverse_kl']:.2e}, overlap ratio {first['overlap_ratio']:.3f}; "
+          f"step 2 reverse KL {steps[1]['reverse_kl']:.2e}")
     assert abs(first["reverse_kl"]) < 1e-3, first["reverse_kl"]  # the student is the teacher: KL ~ 0
     assert first["overlap_ratio"] > 0.95 and first["tokens"] > 0
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -67,11 +67,12 @@ def one_line_error(capsys, args) -> str:
 
 
 @pytest.mark.parametrize("content, expected", [
-    (b"", "train.jsonl: no rows"),
+    (b"", "train.jsonl: file is empty"),
     (b'{"prompt": "What is 1 + 1?", "answer": "2"}\n{"prompt": "x", "answer": \n', "train.jsonl line 2: invalid JSON"),
-    (b'{"question": "What is 1 + 1?", "answer": "2"}\n', "train.jsonl line 1: "),
-    (b'{"prompt": ["not", "messages"], "answer": "2"}\n', "train.jsonl line 1: "),
-    (b'{"prompt": "What is \xff?", "answer": "2"}\n', "train.jsonl line 1: "),
+    (b'{"question": "What is 1 + 1?", "answer": "2"}\n', "train.jsonl line 1: no key 'prompt'"),
+    (b'{"prompt": 17, "answer": "2"}\n', "train.jsonl line 1: 'prompt' must be a string or a list of"),
+    (b'{"prompt": ["not", "messages"], "answer": "2"}\n', "train.jsonl line 1: prompt[0] must be an object"),
+    (b'{"prompt": "What is \xff?", "answer": "2"}\n', "train.jsonl line 1: invalid UTF-8 (byte 0xff"),
 ])
 def test_bad_rows_stop_the_job_before_ray(no_ray, tiny_smol, tmp_path, capsys, content, expected):
     train = tmp_path / "train.jsonl"

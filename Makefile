@@ -38,7 +38,7 @@ $(VVENV)/.installed: pyproject.toml
 run: setup  ## the OPD job on the CPU lab default
 	$(ENV) $(PY) launch/opd_job.py --config $(CONFIG) $(ARGS)
 
-test: setup  ## the default test tier
+test: setup real-models  ## the default test tier (it includes two OPD steps of the real SmolLM2)
 	$(ENV) $(PY) -m pytest
 
 run-vllm: setup-vllm  ## the lab job with vLLM rollouts and teacher

@@ -9,6 +9,7 @@ Like the controller, this module receives actor factories and never imports `act
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,8 @@ def run(cfg: OPDConfig, prepared: Prepared, run_dir: Path, create_actors, resume
 
 def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors, stream: PromptStream,
                        ckpt: CheckpointDir, resume_from: Path | None, t_start: float) -> dict:
+    """The run on started actors: evaluate before (or reuse it), restore a checkpoint if asked, train, evaluate
+    after, checkpoint the final step, write summary.json."""
     task = prepared.task
     controller.get(actors.ready_refs(), cfg.pipeline.startup_timeout_s, "startup")
     ev = evaluate_before(actors, prepared, cfg, run_dir)
@@ -127,7 +130,7 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
     if final is None or final.name != f"step_{state.step}":
         final = resume.save_checkpoint(actors, state, stream, ckpt, cfg, controller.get)
     export_dir = final / "hf" if cfg.ckpt.export_hf else None
-    summary = summarize(task, ev, after, cfg) | {
+    summary = summarize(task, ev, after) | {
         "steps": state.step, "trajectories": len(state.consumed), "refused_stale": state.refused_stale,
         "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
         "continuation_before": ev.get("continuation"), "continuation_after": continuation_after,
@@ -140,7 +143,7 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
     return summary
 
 
-def summarize(task: Task, before: dict, after: dict, cfg: OPDConfig) -> dict:
+def summarize(task: Task, before: dict, after: dict) -> dict:
     """Per set: student before/after and teacher, greedy and avg@k, and their gap recovery. The headline keys
     (student_before, student_after, teacher, gap_recovery) are the primary set's greedy accuracy."""
     recovery = gap_recoveries(before["student"], after, before["teacher"])
@@ -156,14 +159,18 @@ def format_eval(results: dict[str, dict[str, float]]) -> str:
     return "; ".join(f"{name} " + " ".join(f"{m} {v:.3f}" for m, v in r.items()) for name, r in results.items())
 
 
+def percent(value: float) -> str:
+    return "n/a (no gap to close)" if math.isnan(value) else f"{value:.1%}"
+
+
 def final_lines(summary: dict) -> list[str]:
     """What the job prints at the end: per evaluation set, student before -> after (teacher) and gap recovery."""
     lines = []
     for name, s in summary["eval"].items():
         parts = [f"{m} {s['student_before'][m]:.3f} -> {s['student_after'][m]:.3f} (teacher {s['teacher'][m]:.3f}, "
-                 f"gap recovery {s['gap_recovery'][m]:.1%})" for m in s["student_after"]]
+                 f"gap recovery {percent(s['gap_recovery'][m])})" for m in s["student_after"]]
         lines.append(f"[opd] {name}: " + "; ".join(parts))
     lines.append(f"[opd] {summary['primary_set']} (greedy): student {summary['student_before']:.3f} -> "
                  f"{summary['student_after']:.3f} (teacher {summary['teacher']:.3f}); gap recovery "
-                 f"{summary['gap_recovery']:.1%}; {summary['steps']} steps in {summary['train_s']} s")
+                 f"{percent(summary['gap_recovery'])}; {summary['steps']} steps in {summary['train_s']} s")
     return lines

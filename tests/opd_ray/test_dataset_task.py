@@ -125,3 +125,24 @@ def test_a_pair_that_shares_the_vocabulary_passes_and_corrupt_weights_are_named(
     (teacher / "tokenizer.json").unlink()
     with pytest.raises(ConfigError, match=r"^model.teacher: .* has no tokenizer"):
         check_pair(dataset_cfg(tiny_smol, f"model.teacher={teacher}"))
+
+
+def test_cold_start_prompts_come_from_the_training_rows_and_opd_skips_them(tiny_smol):
+    from opd_ray.cold_start import opd_examples
+
+    cfg = dataset_cfg(tiny_smol, "stages=[cold_start,opd]", "cold_start.prompts=10")
+    task = build_task(cfg, load_tokenizer(cfg.model.student))
+    opd = opd_examples(task, cfg)
+    assert len(task.cold_start) == 10 and set(task.cold_start) <= set(task.train)
+    assert len(opd) == len(task.train) - 10 and not set(opd) & set(task.cold_start)
+
+
+def test_the_probe_runs_on_a_dataset_task(tiny_smol):
+    from opd_ray.probe import VERDICTS, ProbeSettings, run_probe
+
+    cfg = dataset_cfg(tiny_smol, "rollout.max_new_tokens=6", "objective.k=16")
+    report = run_probe(cfg, ProbeSettings(n_prompts=4, depths=[0.0]))
+    assert report.verdict in VERDICTS and report.n_prompts == 4 and report.k == 16
+    shared = ("vocabulary", "special_token_ids", "chat_template", "embedding_tables", "prompt_round_trip")
+    assert all(report.contract[name]["pass"] for name in shared), report.contract
+    assert report.contract["self_test"]["pass"], report.contract["self_test"]  # the student scored by itself

@@ -146,3 +146,30 @@ def test_the_probe_runs_on_a_dataset_task(tiny_smol):
     shared = ("vocabulary", "special_token_ids", "chat_template", "embedding_tables", "prompt_round_trip")
     assert all(report.contract[name]["pass"] for name in shared), report.contract
     assert report.contract["self_test"]["pass"], report.contract["self_test"]  # the student scored by itself
+
+
+def test_a_wider_teacher_table_passes_and_both_sides_use_the_shared_ids(tiny_smol, tmp_path):
+    """Real pairs differ in table width (151,936 vs 152,064 rows in the DeepSeek-R1-Distill family)."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from opd_ray.model_files import shared_logit_width
+    from opd_ray.rollout import HFRollout
+    from opd_ray.teacher import HFTeacher
+
+    wide = tmp_path / "teacher"
+    model = AutoModelForCausalLM.from_pretrained(tiny_smol / "teacher")
+    model.resize_token_embeddings(49152 + 128)  # padding rows, as the 7B checkpoints have
+    model.save_pretrained(wide)
+    AutoTokenizer.from_pretrained(tiny_smol / "teacher").save_pretrained(wide)
+    cfg = dataset_cfg(tiny_smol, f"model.teacher={wide}", "objective.k=16")
+    check_pair(cfg)
+    width = shared_logit_width(cfg.model.student, cfg.model.teacher)
+    assert width == 49152
+    task = build_task(cfg, load_tokenizer(cfg.model.student))
+    rollout = HFRollout(cfg.model.student, max_new_tokens=4, temperature=1.0, top_k=16, run_seed=0, vocab_limit=width)
+    batch = rollout.generate([list(ex.prompt_ids) for ex in task.train[:2]], [(0, 0, 0), (0, 1, 0)], 0)
+    scored = HFTeacher(str(wide), top_k=16, temperature=1.0, max_new_tokens=4, vocab_limit=width).score(batch)
+    assert scored.teacher_topk_ids_BRK.max() < width
+    # log-probs over the shared ids are normalised: the teacher's top-16 mass is at most 1
+    assert (np.exp(scored.teacher_topk_logp_BRK.astype(np.float64)).sum(-1) <= 1 + 1e-3).all()

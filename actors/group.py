@@ -1,7 +1,8 @@
 """Creating the actors of a run, named by role and index (rollout-0, teacher-0, learner-0, ...)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import ray
 
@@ -70,6 +71,21 @@ class Actors:
     rollouts: list
     teachers: list
     learners: LearnerGroup
+    cfg: OPDConfig | None = None  # what `replace` needs to start a same actor again
+    prefix: str = ""
+    placement: Placement | None = None
+    generations: dict = field(default_factory=dict)  # (role, index) -> how many times it was replaced
+
+    def name(self, role: str, index: int) -> str:
+        return f"{self.prefix}{role}-{index}"
+
+    def replace(self, role: str, index: int) -> None:
+        """Kill rollout/teacher actor `index` and start a new one of the same name and placement (opd_ray/fleet.py
+        refits a new engine before it gets prompts)."""
+        pool = self.rollouts if role == "rollout" else self.teachers
+        ray.kill(pool[index], no_restart=True)
+        generation = self.generations[(role, index)] = self.generations.get((role, index), 0) + 1
+        pool[index] = start_actor(self.cfg, role, index, self.name(role, index), self.placement, generation)
 
     def ready_refs(self):
         return ([e.policy_version.remote() for e in self.rollouts] + [t.ready.remote() for t in self.teachers]
@@ -87,12 +103,25 @@ def create_actors(cfg: OPDConfig, name_prefix: str = "") -> Actors:
     check_cluster_fits(cfg)
     placement = Placement(cfg, f"{name_prefix}opd")
     placement.wait(cfg.pipeline.startup_timeout_s)
-    rollouts = [
-        RolloutEngine.options(name=f"{name_prefix}rollout-{i}", **placement.options("rollout", i)).remote(cfg, i)
-        for i in range(cfg.rollout.num_engines)
-    ]
-    teachers = [
-        TeacherServer.options(name=f"{name_prefix}teacher-{i}", **placement.options("teacher", i)).remote(cfg)
-        for i in range(cfg.teacher.num_servers)
-    ]
-    return Actors(rollouts, teachers, LearnerGroup(cfg, f"{name_prefix}learner", placement=placement))
+    rollouts = [start_actor(cfg, "rollout", i, f"{name_prefix}rollout-{i}", placement)
+                for i in range(cfg.rollout.num_engines)]
+    teachers = [start_actor(cfg, "teacher", i, f"{name_prefix}teacher-{i}", placement)
+                for i in range(cfg.teacher.num_servers)]
+    return Actors(rollouts, teachers, LearnerGroup(cfg, f"{name_prefix}learner", placement=placement), cfg,
+                  name_prefix, placement)
+
+
+def start_actor(cfg: OPDConfig, role: str, index: int, name: str, placement: Placement, generation: int = 0,
+                wait_s: float = 30.0):
+    """A rollout engine or teacher server named `name`. A name stays taken for a moment after its actor was
+    killed: retry until Ray has freed it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if role == "rollout":
+                return RolloutEngine.options(name=name, **placement.options(role, index)).remote(cfg, index, generation)
+            return TeacherServer.options(name=name, **placement.options(role, index)).remote(cfg, index, generation)
+        except ValueError:  # "The name ... is already taken"
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

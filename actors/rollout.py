@@ -1,6 +1,8 @@
 """RolloutEngine actor: hosts a student engine (HF backend) and serves one policy version at a time."""
 from __future__ import annotations
 
+import os
+
 import ray
 
 from opd_ray.config import OPDConfig
@@ -14,9 +16,9 @@ from opd_ray.verifiers import get_verifier
 
 @ray.remote
 class RolloutEngine:
-    def __init__(self, cfg: OPDConfig, index: int = 0):
+    def __init__(self, cfg: OPDConfig, index: int = 0, generation: int = 0):
         limit_threads(cfg.rollout.cpus_per_engine)
-        self.index, self.fault = index, cfg.run.fault
+        self.index, self.fault, self.generation = index, cfg.run.fault, generation  # generation: replacements
         self.verify = get_verifier(cfg.data.verifier)
         kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                       top_k=cfg.objective.k, run_seed=cfg.run.seed, model_options=model_options(cfg),
@@ -49,7 +51,7 @@ class RolloutEngine:
 
     def load_weights(self, state_dict, policy_version):
         self.engine.policy_version = None  # stale from here until the load succeeds
-        maybe_fault(self.fault, "rollout_sync", engine=self.index, version=policy_version)
+        maybe_fault(self.fault, "rollout_sync", engine=self.index, version=policy_version, gen=self.generation)
         return self.engine.load_weights(state_dict, policy_version)
 
     # rollout.weight_sync = nccl | ipc | gloo: the engine side of vLLM's weight-transfer protocol, driven by learner
@@ -72,6 +74,10 @@ class RolloutEngine:
 
     def policy_version(self) -> int:
         return self.engine.policy_version
+
+    def pid(self) -> int:
+        """The actor's process id (fault tests kill it; an operator can find it)."""
+        return os.getpid()
 
     def state_dict(self):
         """The served weights (HF backend only: vLLM keeps its own, possibly repacked, layout)."""

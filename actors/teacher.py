@@ -1,9 +1,12 @@
 """TeacherServer actor: the frozen teacher, scoring student trajectories."""
 from __future__ import annotations
 
+import os
+
 import ray
 
 from opd_ray.config import OPDConfig
+from opd_ray.faults import maybe_fault
 from opd_ray.hf_models import model_options
 from opd_ray.model_files import shared_logit_width
 from opd_ray.objectives import FULL_VOCAB_KINDS
@@ -12,8 +15,9 @@ from opd_ray.runtime import limit_threads
 
 @ray.remote
 class TeacherServer:
-    def __init__(self, cfg: OPDConfig):
+    def __init__(self, cfg: OPDConfig, index: int = 0, generation: int = 0):
         limit_threads(cfg.teacher.cpus_per_server)
+        self.index, self.generation, self.fault, self.calls = index, generation, cfg.run.fault, 0
         kwargs = dict(top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
                       max_new_tokens=cfg.rollout.max_new_tokens, logprob_dtype=cfg.teacher.logprob_dtype,
                       ship_full_vocab=cfg.objective.kind in FULL_VOCAB_KINDS, model_options=model_options(cfg),
@@ -32,7 +36,12 @@ class TeacherServer:
         return True
 
     def score(self, batch):
+        self.calls += 1
+        maybe_fault(self.fault, "teacher_score", server=self.index, gen=self.generation, call=self.calls)
         return self.teacher.score(batch)
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def greedy(self, prompts):
         return self.teacher.greedy(prompts)

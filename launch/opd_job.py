@@ -20,10 +20,12 @@ from actors.group import LearnerGroup, create_actors  # noqa: E402
 from actors.placement import Placement  # noqa: E402
 from actors.rollout import RolloutEngine  # noqa: E402
 from opd_ray import cold_start, job  # noqa: E402
-from opd_ray.checkpoint import (ResumeError, config_differences, config_fingerprint, find_resume_checkpoint,  # noqa: E402
-                                read_state)
+from opd_ray.checkpoint import (DiskFullError, ResumeError, config_differences, config_fingerprint,  # noqa: E402
+                                find_resume_checkpoint, read_state)
 from opd_ray.config import ConfigError, OPDConfig, load_config, to_yaml  # noqa: E402
 from opd_ray.datasets import DataError  # noqa: E402
+from opd_ray.fleet import FleetError  # noqa: E402
+from opd_ray.signals import Stopped  # noqa: E402
 
 
 def make_run_dir(cfg: OPDConfig) -> Path:
@@ -87,7 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg, stage = cold_start.run_stage(cfg, run_dir, prepared.task, prepared.tokenizer, start_engine, LearnerGroup)
         if "opd" not in cfg.stages:
             return 0
-    summary = job.run(cfg, prepared, run_dir, create_actors, resume_from)
+    try:
+        summary = job.run(cfg, prepared, run_dir, create_actors, resume_from)
+    except Stopped as stop:  # SIGTERM / SIGINT: a checkpoint was written after the last step
+        again = " ".join(["python", "launch/opd_job.py", "--config", args.config, *args.overrides, "--resume", "auto"])
+        print(f"[opd] {stop}. Resume with: {again}", file=sys.stderr, flush=True)
+        return stop.exit_code
+    except (FleetError, DiskFullError) as err:  # an actor failed too often; a checkpoint did not fit
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     if stage is not None:
         summary = cold_start.merge_summary(summary, stage, run_dir)
         print(f"[opd] cold start + OPD from the original student {stage['student_before']:.3f}: gap recovery "

@@ -27,6 +27,38 @@ class ResumeError(RuntimeError):
     """A requested resume cannot be honoured (nothing to resume, a failed load, a changed config)."""
 
 
+class DiskFullError(RuntimeError):
+    """A checkpoint does not fit on its disk; the message names the path, the sizes and how to resume."""
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def checkpoint_estimate(ckpt: "CheckpointDir", model_path: str) -> int:
+    """Bytes the next checkpoint will take: the last one's size, else 4 x the model's weight files (weights,
+    AdamW's two moments, the Hugging Face export)."""
+    latest = ckpt.latest()
+    if latest is not None:
+        return tree_bytes(latest)
+    weights = [f for pattern in ("*.safetensors", "*.bin") for f in Path(model_path).glob(pattern)]
+    return 4 * sum(f.stat().st_size for f in weights)
+
+
+def check_free_space(ckpt: "CheckpointDir", needed: int) -> None:
+    free = shutil.disk_usage(ckpt.root).free
+    if free < needed:
+        raise DiskFullError(disk_full_message(ckpt, f"{free / 1e6:.1f} MB free, a checkpoint needs about "
+                                                    f"{needed / 1e6:.1f} MB"))
+
+
+def disk_full_message(ckpt: "CheckpointDir", detail: str) -> str:
+    latest = ckpt.latest()
+    keep = (f"the last complete checkpoint {latest} is kept: free space there, then run again with --resume auto"
+            if latest else "no checkpoint was written yet: free space there, then start again")
+    return f"ckpt: the disk of {ckpt.root} is full ({detail}); {keep}"
+
+
 def config_fingerprint(cfg) -> dict[str, str]:
     """The flattened config minus the fields in RESUMABLE_CHANGES, as {dotted.key: value}."""
     flat: dict[str, str] = {}

@@ -4,14 +4,16 @@ Every error names the offending field, e.g. `objective.k: must be >= 1, got 0`.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from opd_ray.objectives import FULL_VOCAB_KINDS, OBJECTIVES, SUPPORTS, WEIGHTS
 
@@ -153,6 +155,9 @@ class PipelineConfig:
     teacher_timeout_s: float = 300.0
     learner_timeout_s: float = 600.0
     sync_timeout_s: float = 120.0
+    # a rollout engine or teacher server that dies or misses its timeout is replaced, this many times per actor
+    # (opd_ray/fleet.py); past that the run stops naming it
+    max_actor_restarts: int = 3
     startup_timeout_s: float = 600.0
 
 
@@ -228,11 +233,20 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
         raise ConfigError(f"config file not found: {path}")
     schema = OmegaConf.structured(OPDConfig)
     try:
-        merged = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error_line(err, path)) from None
+    try:
+        merged = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(list(overrides)))
         cfg: OPDConfig = OmegaConf.to_object(merged)
+    except yaml.YAMLError as err:  # a value in a dotted override
+        raise ConfigError(f"overrides: {yaml_error_line(err, 'a key=value override')}") from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
-        raise ConfigError(f"{key}: {getattr(err, 'msg', err)} (in {path} or overrides)") from None
+        message = str(getattr(err, "msg", err)).strip().splitlines()[0]  # OmegaConf appends a multi-line dump
+        if isinstance(err, ConfigKeyError) and "Did you mean" not in message:
+            message += closest_key_hint(key)
+        raise ConfigError(f"{key}: {message} (in {path} or overrides)") from None
     except TypeError as err:  # OmegaConf raises a bare TypeError when a list meets a mapping, or the reverse
         raise ConfigError(f"{mismatched_key(schema, overrides)}: {err} (a list where a mapping is expected, or the "
                           f"reverse; in {path} or overrides)") from None
@@ -285,6 +299,29 @@ def local_or_given(name) -> str:
     return name  # a hub dataset id, or a missing file (the task names it)
 
 
+def yaml_error_line(err: yaml.YAMLError, source) -> str:
+    """`file:line:column: invalid YAML: problem`, one line (PyYAML's own message spans several)."""
+    mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(source)
+    message = f"{where}: invalid YAML: {getattr(err, 'problem', None) or str(err).splitlines()[0]}"
+    if context is not None and getattr(err, "context", None):
+        message += f" ({err.context} at line {context.line + 1}, column {context.column + 1})"
+    lines = Path(source).read_text(errors="replace").splitlines() if Path(str(source)).is_file() else []
+    if mark is not None and mark.line < len(lines) and lines[mark.line][mark.column: mark.column + 1] == "\t":
+        message += " (a tab: YAML indents with spaces)"
+    return message
+
+
+def closest_key_hint(full_key: str) -> str:
+    """"; did you mean 'section.key'?" for an unknown key close to a key of its section, else ""."""
+    *parents, last = full_key.split(".")
+    section = OmegaConf.select(OmegaConf.structured(OPDConfig), ".".join(parents)) if parents else \
+        OmegaConf.structured(OPDConfig)
+    keys = [str(k) for k in section.keys()] if hasattr(section, "keys") else []
+    close = difflib.get_close_matches(last, keys, n=1, cutoff=0.5)
+    return f"; did you mean {'.'.join(parents + close)!r}?" if close else ""
+
+
 def mismatched_key(schema, overrides: list[str]) -> str:
     """The first override that cannot merge into the schema on its own (else the YAML file is at fault)."""
     for override in overrides:
@@ -322,6 +359,7 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(cfg.ckpt.save_every >= 0, "ckpt.save_every", "must be >= 0")
     _check(cfg.ckpt.keep_last >= 1, "ckpt.keep_last", "must be >= 1")
     _check(cfg.learner.max_restarts >= 0, "learner.max_restarts", "must be >= 0")
+    _check(cfg.pipeline.max_actor_restarts >= 0, "pipeline.max_actor_restarts", "must be >= 0")
     _check(cfg.learner.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
     _check(cfg.pipeline.max_staleness >= 0, "pipeline.max_staleness", "must be >= 0")
     _check(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")

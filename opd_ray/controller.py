@@ -12,11 +12,12 @@ import ray
 from tqdm import tqdm
 
 from opd_ray import diagnostics as diag
-from opd_ray import resume, weight_sync
+from opd_ray import fleet, resume, weight_sync
 from opd_ray.checkpoint import CheckpointDir
 from opd_ray.config import OPDConfig
 from opd_ray.data import PromptStream
 from opd_ray.metrics import MetricsSink, StageTimer
+from opd_ray.signals import StopOnSignal, Stopped
 from opd_ray.trajectory import TrajectoryBatch, TrajId
 
 
@@ -43,10 +44,17 @@ def get(refs, timeout_s: float, stage: str):
 
 @dataclass
 class InFlight:
-    """One step's worth of trajectories in the object store: scored refs, not yet consumed."""
-    scored_refs: list
-    items: list[tuple[TrajId, str]]
+    """One step's worth of trajectories in the object store, as shards (one per engine), not yet consumed."""
+    shards: list[fleet.Shard]
     policy_version: int
+
+    @property
+    def items(self) -> list[tuple[TrajId, object]]:
+        return [item for shard in self.shards for item in shard.items]
+
+    @property
+    def scored_refs(self) -> list:
+        return [shard.scored_ref for shard in self.shards]
 
 
 @dataclass
@@ -57,6 +65,7 @@ class LoopState:
     refused_stale: int = 0
     stale_engines: set[int] = field(default_factory=set)  # engines whose last sync failed or timed out
     failed_syncs: int = 0
+    health: fleet.FleetHealth = field(default_factory=fleet.FleetHealth)  # replaced actors, re-issued trajectories
 
 
 class TrajectoryQueue:
@@ -89,17 +98,10 @@ def launch_rollouts(actors, stream: PromptStream, cfg: OPDConfig, version: int,
     """Split the next prompts (`tasks.Example`s) across the up-to-date engines, chain each shard into a teacher;
     nothing waits. The engines also verify each response against its example's answer."""
     items = stream.next_batch(cfg.data.prompts_per_step)
-    engines = [e for i, e in enumerate(actors.rollouts) if i not in stale]
-    n_engines = len(engines)
-    scored = []
-    for e, engine in enumerate(engines):
-        shard = items[e::n_engines]
-        if not shard:
-            continue
-        prompt_ids = [list(ex.prompt_ids) for _, ex in shard]
-        traj_ref = engine.generate.remote(prompt_ids, [t for t, _ in shard], version, [ex.answer for _, ex in shard])
-        scored.append(actors.teachers[e % len(actors.teachers)].score.remote(traj_ref))
-    return InFlight(scored, [i for e in range(n_engines) for i in items[e::n_engines]], version)
+    engines = [i for i in range(len(actors.rollouts)) if i not in stale]
+    shards = [fleet.launch_shard(actors, items[k::len(engines)], e, k % len(actors.teachers), version, cfg)
+              for k, e in enumerate(engines) if items[k::len(engines)]]
+    return InFlight(shards, version)
 
 
 def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None = None) -> None:
@@ -122,11 +124,27 @@ def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None =
             raise RuntimeError(f"weight sync: engines report versions {served}, expected {version}")
         return
     ray.wait(load_refs, num_returns=len(load_refs), timeout=cfg.pipeline.sync_timeout_s)
-    state.stale_engines = {i for i, ref in enumerate(load_refs) if not synced(ref, version)}
+    dead = died(load_refs)
+    for i, err in dead:  # a dead engine is replaced and refit now, not left stale for ever
+        fleet.replace_dead_engine(actors, i, err, version, state.health, cfg)
+    replaced = {i for i, _ in dead}
+    state.stale_engines = {i for i, ref in enumerate(load_refs) if i not in replaced and not synced(ref, version)}
     state.failed_syncs += len(state.stale_engines)
     if len(state.stale_engines) == len(actors.rollouts):
         raise PipelineTimeout(f"no rollout engine confirmed weights v{version} within "
                               f"{cfg.pipeline.sync_timeout_s:.0f} s (pipeline.sync_timeout_s)")
+
+
+def died(refs) -> list[tuple[int, Exception]]:
+    """(index, error) of the finished refs whose actor died."""
+    out = []
+    for i, ref in enumerate(refs):
+        if ray.wait([ref], timeout=0)[0]:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as err:
+                out.append((i, err))
+    return out
 
 
 def synced(ref, version: int) -> bool:
@@ -180,7 +198,8 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
             while queue.has_room():  # keep up to max_staleness + 1 batches in flight
                 queue.put(launch_rollouts(actors, stream, cfg, state.policy_version, state.stale_engines))
             item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
-        batches = get(item.scored_refs, p.rollout_timeout_s + p.teacher_timeout_s, "rollout")
+        # a dead or hung engine/teacher is replaced and its shard re-issued under the same ids (opd_ray/fleet.py)
+        batches = fleet.collect(actors, item.shards, state.policy_version, state.health, state.stale_engines, cfg)
     with timer("learner"):
         results = get(actors.learners.train_step_refs(item.scored_refs), p.learner_timeout_s, "learner")
     metrics, trained_ids, stage_s = reduce_rank_results(results, state.step + 1, cfg)
@@ -195,7 +214,7 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
     metrics.update(tokens_per_s=metrics["tokens"] / wall, policy_version=state.policy_version,
                    staleness=state.policy_version - 1 - item.policy_version, refused_stale=state.refused_stale,
                    engines_fresh=len(actors.rollouts) - len(state.stale_engines), failed_syncs=state.failed_syncs,
-                   queue_depth=len(queue.items))
+                   queue_depth=len(queue.items), **state.health.metrics())
     return metrics
 
 
@@ -220,9 +239,11 @@ def train(actors, stream: PromptStream, cfg: OPDConfig, sink: MetricsSink, state
     """Run OPD steps until `run.steps`, logging each step, checkpointing every `ckpt.save_every` steps.
 
     If a learner rank dies, the whole group restarts from the last checkpoint (up to learner.max_restarts).
+    SIGTERM or SIGINT stops the loop after the current step with a checkpoint (`signals.Stopped`).
     """
     queue, restarts = TrajectoryQueue(cfg), 0
-    with tqdm(total=cfg.run.steps, initial=state.step, desc="OPD", unit="step", dynamic_ncols=True) as bar:
+    with tqdm(total=cfg.run.steps, initial=state.step, desc="OPD", unit="step", dynamic_ncols=True) as bar, \
+            StopOnSignal() as stop:
         while state.step < cfg.run.steps:
             try:
                 metrics = opd_step(state, actors, queue, stream, cfg)
@@ -238,10 +259,17 @@ def train(actors, stream: PromptStream, cfg: OPDConfig, sink: MetricsSink, state
             bar.update(1)
             bar.set_postfix(kl=f"{metrics['reverse_kl']:.3f}", overlap=f"{metrics['overlap_ratio']:.3f}",
                             tok_s=f"{metrics['tokens_per_s']:.0f}")
+            saved = None
             if ckpt is not None and cfg.ckpt.save_every and state.step % cfg.ckpt.save_every == 0:
-                resume.save_checkpoint(actors, state, stream, ckpt, cfg, get)
+                saved = resume.save_checkpoint(actors, state, stream, ckpt, cfg, get)
             if on_step is not None:
                 on_step(state, metrics)
+            if stop.requested is not None and state.step < cfg.run.steps:
+                for item in queue.items:  # sampled ahead, never trained: handed out again after the resume
+                    stream.give_back(item.items)
+                if saved is None and ckpt is not None:
+                    saved = resume.save_checkpoint(actors, state, stream, ckpt, cfg, get)
+                raise Stopped(stop.requested, state.step, saved)
     return state
 
 

@@ -3,6 +3,9 @@
 `run.fault` holds one spec, `POINT:key=value,...`, e.g.
     learner_step:rank=1,step=3,gen=0,action=exit   rank 1 of learner generation 0 exits at its 3rd step
     ckpt_publish:step=4,action=sleep,seconds=60     the driver sleeps before publishing checkpoint 4
+    rollout_sync:engine=0,version=3,gen=0,action=exit   engine 0 exits while it loads weights v3 (gen: its
+                                                     replacement count, so that a replacement does not fail too)
+    teacher_score:server=0,gen=0,call=3,action=sleep,seconds=60   teacher 0 hangs on its 3rd scoring call
 Every key but `action` and `seconds` must match the call site's context for the fault to fire.
 """
 from __future__ import annotations

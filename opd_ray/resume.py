@@ -4,9 +4,13 @@ Used for `--resume` and for restarting a learner group after a rank died.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from opd_ray.checkpoint import CheckpointDir, config_fingerprint, read_state
+import ray
+
+from opd_ray.checkpoint import (CheckpointDir, DiskFullError, check_free_space, checkpoint_estimate,
+                                config_fingerprint, disk_full_message, read_state)
 from opd_ray.data import PromptStream
 from opd_ray.faults import maybe_fault
 
@@ -22,14 +26,26 @@ def loop_state_dict(state, stream: PromptStream, cfg) -> dict:
 
 
 def save_checkpoint(actors, state, stream: PromptStream, ckpt: CheckpointDir, cfg, get) -> Path:
-    """Every rank writes its DeepSpeed state into tmp_step_N; then state.json, fsync, rename, pointer."""
-    timeout = cfg.pipeline.learner_timeout_s
+    """Every rank writes its DeepSpeed state into tmp_step_N; then state.json, fsync, rename, pointer.
+
+    The free space is checked first (the last checkpoint's size is the estimate). A write that still runs out of
+    space leaves no partial checkpoint behind, and the error names the disk; the last complete one is kept.
+    """
+    timeout, needed = cfg.pipeline.learner_timeout_s, checkpoint_estimate(ckpt, cfg.model.student)
+    check_free_space(ckpt, needed)
     tmp = ckpt.begin(state.step)
-    get(actors.learners.save_checkpoint_refs(str(tmp / "learner")), timeout, "learner")
-    if cfg.ckpt.export_hf:
-        get(actors.learners.save_pretrained_refs(str(tmp / "hf"), cfg.model.student), timeout, "learner")
-    maybe_fault(cfg.run.fault, "ckpt_publish", step=state.step)
-    return ckpt.publish(tmp, state.step, loop_state_dict(state, stream, cfg))
+    try:
+        get(actors.learners.save_checkpoint_refs(str(tmp / "learner")), timeout, "learner")
+        if cfg.ckpt.export_hf:
+            get(actors.learners.save_pretrained_refs(str(tmp / "hf"), cfg.model.student), timeout, "learner")
+        maybe_fault(cfg.run.fault, "ckpt_publish", step=state.step)
+        return ckpt.publish(tmp, state.step, loop_state_dict(state, stream, cfg))
+    except (OSError, ray.exceptions.RayTaskError) as err:
+        free = shutil.disk_usage(ckpt.root).free
+        if "No space left" not in str(err) and free > 1 << 20:
+            raise  # not the disk (DeepSpeed's own message on a full disk is "basic_ios::clear: iostream error")
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DiskFullError(disk_full_message(ckpt, f"writing {tmp} failed with {free / 1e6:.1f} MB left")) from None
 
 
 def restore(actors, checkpoint: Path, state, stream: PromptStream, cfg, get) -> None:

@@ -63,3 +63,29 @@ def test_missing_config_file_is_named(tmp_path):
 def test_overrides_apply():
     cfg = load_config(LAB_CFG, ["run.steps=7", "objective.kind=sampled_token"])
     assert cfg.run.steps == 7 and cfg.objective.kind == "sampled_token"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("run:\n\tsteps: 3\n", r":2:1: invalid YAML: found character that cannot start any token .*"
+                            r"\(a tab: YAML indents with spaces\)$"),
+    ("run:\n  steps: [3, 4\n", r":3:1: invalid YAML: did not find expected ',' or '\]' \(while parsing a flow "
+                                r"sequence at line 2, column 10\)$"),
+])
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected) as err:
+        load_config(path, resolve_models=False)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("learner.lr_warmup=1", "learner.lr_warmup: Key 'lr_warmup' not in 'LearnerConfig'; did you mean "
+                            "'learner.warmup_steps'?"),
+    ("objective.supprt=student", "objective.supprt: Key 'supprt' not in 'ObjectiveConfig'. Did you mean: 'support'?"),
+    ("zzz=1", "zzz: Key 'zzz' not in 'OPDConfig' (in "),
+])
+def test_an_unknown_key_is_one_line_with_the_closest_valid_key(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(LAB_CFG, [override], resolve_models=False)
+    assert str(err.value).startswith(expected) and "\n" not in str(err.value), str(err.value)

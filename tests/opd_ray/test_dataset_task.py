@@ -173,3 +173,11 @@ def test_a_wider_teacher_table_passes_and_both_sides_use_the_shared_ids(tiny_smo
     assert scored.teacher_topk_ids_BRK.max() < width
     # log-probs over the shared ids are normalised: the teacher's top-16 mass is at most 1
     assert (np.exp(scored.teacher_topk_logp_BRK.astype(np.float64)).sum(-1) <= 1 + 1e-3).all()
+
+
+def test_a_model_folder_without_weights_is_named(tiny_smol, tmp_path):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_smol / "teacher", teacher)
+    (teacher / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"^model.teacher: .* has no weights \(no \*.safetensors or "):
+        check_pair(dataset_cfg(tiny_smol, f"model.teacher={teacher}"))

@@ -1,0 +1,86 @@
+"""Rollout engines and teacher servers that die or hang are replaced; their shards are re-issued under the same
+traj_ids; every id is consumed once; the final weights equal a fault-free run of the same seed (at one policy
+version, a re-issued trajectory is sampled with the same seed: the same samples).
+
+Faults go into the real actors: `kill -9` of the actor's process, or the fault hook's exit and sleep."""
+import os
+import signal
+
+import numpy as np
+import pytest
+import ray
+
+from tests.actors.loop import tiny_cfg, train_with_actors
+
+STEPS, BATCH = 4, 8
+
+
+def run(tiny_lab, tmp_path, prefix, *overrides, on_step=None):
+    cfg = tiny_cfg(tiny_lab, f"run.steps={STEPS}", f"data.prompts_per_step={BATCH}", "learner.cpus_per_rank=0.5",
+                   "rollout.cpus_per_engine=0.25", "teacher.cpus_per_server=0.25", *overrides)
+    actors, state, seen = train_with_actors(cfg, tmp_path / prefix, prefix, on_step=on_step)
+    weights = ray.get(actors.rollouts[0].state_dict.remote())
+    assert state.step == STEPS and len(state.consumed) == STEPS * BATCH  # every id once (the controller checks)
+    actors.kill()
+    return state, seen, weights
+
+
+def kill_after_step(step, role, index):
+    def on_step(actors, state, metrics):
+        if state.step == step:
+            pool = actors.rollouts if role == "rollout" else actors.teachers
+            os.kill(ray.get(pool[index].pid.remote()), signal.SIGKILL)
+    return on_step
+
+
+@pytest.fixture(scope="module")
+def clean(ray_cluster, tiny_lab, tmp_path_factory):
+    """Fault-free references: one engine, and two engines."""
+    tmp = tmp_path_factory.mktemp("fleet_clean")
+    return {1: run(tiny_lab, tmp, "clean1-")[2], 2: run(tiny_lab, tmp, "clean2-", "rollout.num_engines=2")[2]}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("engines, victim", [(1, 0), (2, 1)], ids=["only-engine", "one-of-two"])
+def test_a_killed_engine_is_replaced_and_its_shard_reissued(clean, tiny_lab, tmp_path, engines, victim):
+    state, seen, weights = run(tiny_lab, tmp_path, f"kill-e{engines}-", f"rollout.num_engines={engines}",
+                               on_step=kill_after_step(2, "rollout", victim))
+    assert state.health.restarts == {f"kill-e{engines}-rollout-{victim}": 1}
+    assert state.health.reissued == BATCH // engines and seen[-1]["fleet/restarts_rollout"] == 1
+    print(f"kill -9 of rollout-{victim} ({engines} engine(s)): re-admitted in {state.health.readmit_s[0]:.2f} s")
+    assert_same_weights(weights, clean[engines])
+
+
+def test_a_killed_teacher_is_replaced_and_only_rescoring_is_redone(clean, tiny_lab, tmp_path):
+    state, seen, weights = run(tiny_lab, tmp_path, "kill-t-", on_step=kill_after_step(2, "teacher", 0))
+    assert state.health.restarts == {"kill-t-teacher-0": 1} and seen[-1]["fleet/restarts_teacher"] == 1
+    assert "kill-t-teacher-0 died" in state.health.last_failure["kill-t-teacher-0"]
+    assert_same_weights(weights, clean[1])
+
+
+def test_a_hung_teacher_is_named_killed_and_replaced(clean, tiny_lab, tmp_path):
+    state, _, weights = run(tiny_lab, tmp_path, "hang-t-", "pipeline.rollout_timeout_s=20",
+                            "pipeline.teacher_timeout_s=5",
+                            "run.fault=teacher_score:server=0,gen=0,call=3,action=sleep,seconds=120")
+    assert state.health.last_failure == {"hang-t-teacher-0": "hang-t-teacher-0 did not answer score within 25 s"}
+    assert_same_weights(weights, clean[1])
+
+
+def test_an_engine_killed_during_a_weight_sync_is_replaced_and_refit(clean, tiny_lab, tmp_path):
+    state, seen, weights = run(tiny_lab, tmp_path, "sync-e-", "run.fault=rollout_sync:engine=0,version=2,gen=0,action=exit")
+    assert state.health.restarts == {"sync-e-rollout-0": 1} and state.failed_syncs == 0
+    assert [m["engines_fresh"] for m in seen] == [1] * STEPS
+    assert_same_weights(weights, clean[1])
+
+
+def test_past_max_actor_restarts_the_run_stops_naming_the_actor(ray_cluster, tiny_lab, tmp_path):
+    from opd_ray.fleet import FleetError
+
+    with pytest.raises(FleetError, match=r"^mx-rollout-0 failed 1 times, more than pipeline.max_actor_restarts=0; "
+                                         r"last failure: mx-rollout-0 died"):
+        run(tiny_lab, tmp_path, "mx-", "pipeline.max_actor_restarts=0", on_step=kill_after_step(1, "rollout", 0))

@@ -1,0 +1,55 @@
+"""SIGTERM of the driver mid-run (what Slurm and `ray job stop` send), then `--resume auto`: the two runs
+together train exactly `run.steps` steps, on exactly the ids an uninterrupted run consumes."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from opd_ray.config import load_config
+from opd_ray.data import PromptStream
+from opd_ray.hf_models import load_tokenizer
+from opd_ray.tasks import build_task
+from tests.launch.test_crash_resume import ROOT, job
+
+STEPS, BATCH = 30, 8
+
+
+def expected_ids(tiny_lab):
+    """The ids an uninterrupted run consumes: the prompt stream of the same config, replayed."""
+    cfg = load_config(ROOT / "configs" / "lab_cpu.yaml", [f"model.student={tiny_lab / 'student'}",
+                                                          f"model.teacher={tiny_lab / 'teacher'}"])
+    stream = PromptStream(build_task(cfg, load_tokenizer(cfg.model.student)).train, cfg.data.samples_per_prompt,
+                          cfg.run.seed)
+    return {t for _ in range(STEPS) for t, _ in stream.next_batch(BATCH)}
+
+
+def test_sigterm_checkpoints_and_resume_auto_finishes_the_same_run(tiny_lab, tmp_path):
+    out, env = tmp_path / "runs", {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = job(tiny_lab, out, f"run.steps={STEPS}", "ckpt.save_every=0", "eval.avg_k=0", "data.continuation_depths=[]")
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None:
+        metrics = list(out.glob("*/metrics.jsonl"))
+        if metrics and '"step": 3,' in metrics[0].read_text():
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-2000:]
+    assert "[opd] SIGTERM: stopping after this step" in stdout
+    assert "Resume with: python launch/opd_job.py --config" in stderr and "--resume auto" in stderr
+    (run_dir,) = out.iterdir()
+    stopped_at = int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+    assert 3 <= stopped_at < STEPS, stopped_at
+
+    second = subprocess.run(args + ["--resume", "auto"], env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"at step {stopped_at}" in second.stdout
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if '"reverse_kl"' in line]
+    assert steps == list(range(1, STEPS + 1))  # each step trained once, across the two runs
+    final = json.loads((run_dir / "checkpoints" / f"step_{STEPS}" / "state.json").read_text())
+    consumed = [tuple(t) for t in final["consumed"]]
+    assert len(consumed) == len(set(consumed)) == STEPS * BATCH
+    assert set(consumed) == expected_ids(tiny_lab)

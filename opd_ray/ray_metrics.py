@@ -20,6 +20,12 @@ GAUGES = {
                            "policy_version"),
     "opd_overlap_ratio": ("Mean share of the student top-k also in the teacher top-k, over response tokens", "overlap_ratio"),
     "opd_reverse_kl": ("Mean per-token reverse KL(student || teacher) over the top-k support", "reverse_kl"),
+    # fleet health (opd_ray/fleet.py): replaced actors, re-issued work, time to re-admit
+    "opd_rollout_restarts": ("Rollout engines replaced so far (died or hung)", "fleet/restarts_rollout"),
+    "opd_teacher_restarts": ("Teacher servers replaced so far (died or hung)", "fleet/restarts_teacher"),
+    "opd_reissued_trajectories": ("Trajectories re-issued after an engine or teacher failed",
+                                  "fleet/reissued_trajectories"),
+    "opd_readmit_s": ("Seconds from the last failure noticed to its replacement serving", "fleet/readmit_s_last"),
 }
 HISTOGRAMS = {
     "opd_teacher_latency_s": ("Slowest teacher server's scoring time per step", "time/teacher_s"),

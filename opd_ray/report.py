@@ -260,6 +260,11 @@ def headline(run: RunData) -> list[tuple[str, str]]:
                 rows.append((f"{name} {measure}: student before -> after (teacher), gap recovery",
                              f"{e['student_before'][measure]:.3f} -> {after:.3f} ({e['teacher'][measure]:.3f}), "
                              f"{e['gap_recovery'][measure]:.1%}"))
+    last = run.steps[-1] if run.steps else {}
+    if last.get("fleet/restarts_rollout") or last.get("fleet/restarts_teacher"):
+        rows.append(("replaced actors: rollout engines, teacher servers (re-issued trajectories; last re-admit)",
+                     f"{last['fleet/restarts_rollout']}, {last['fleet/restarts_teacher']} "
+                     f"({last['fleet/reissued_trajectories']}; {last['fleet/readmit_s_last']:.1f} s)"))
     for key, label in (("overlap_ratio", "overlap ratio"), ("top1_agreement", "top-1 agreement"),
                        ("overlap_mass_student", "student overlap mass"),
                        ("overlap_mass_teacher", "teacher overlap mass"), ("entropy_gap", "entropy gap")):

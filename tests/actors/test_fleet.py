@@ -54,6 +54,10 @@ def test_a_killed_engine_is_replaced_and_its_shard_reissued(clean, tiny_lab, tmp
     assert state.health.reissued == BATCH // engines and seen[-1]["fleet/restarts_rollout"] == 1
     print(f"kill -9 of rollout-{victim} ({engines} engine(s)): re-admitted in {state.health.readmit_s[0]:.2f} s")
     assert_same_weights(weights, clean[engines])
+    from opd_ray.report import RunData, headline
+
+    rows = dict(headline(RunData(tmp_path / f"kill-e{engines}-")))  # the report shows the replacement
+    assert [v for k, v in rows.items() if k.startswith("replaced actors")][0].startswith(f"1, 0 ({BATCH // engines};")
 
 
 def test_a_killed_teacher_is_replaced_and_only_rescoring_is_redone(clean, tiny_lab, tmp_path):

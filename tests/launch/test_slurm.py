@@ -57,3 +57,39 @@ def test_a_failing_job_fails_the_slurm_job(slurm_conf, tmp_path):
     log = next(tmp_path.glob("slurm-*.out")).read_text()
     assert job.returncode != 0, log[-3000:]
     assert "run.steps: must be >= 1" in log and ": failed" in log, log[-3000:]
+
+
+def test_sigterm_to_the_batch_shell_leaves_a_resumable_checkpoint(slurm_conf, tiny_lab, tmp_path):
+    """Preemption: `scancel --batch --signal=TERM` (what `--signal=B:TERM@300` does before the time limit) reaches
+    the driver through `ray job stop`; it checkpoints after its current step; the Slurm job fails; `--resume auto`
+    then finishes the run."""
+    import time
+
+    out_dir, steps = tmp_path / "runs", 40
+    env = {**private_home_env(tmp_path), "SLURM_CONF": slurm_conf, "OPD_PYTHON": sys.executable}
+    job_args = ["--config", "configs/lab_cpu.yaml", f"model.student={tiny_lab / 'student'}",
+                f"model.teacher={tiny_lab / 'teacher'}", f"run.steps={steps}", "data.prompts_per_step=8",
+                "data.eval_size=8", "eval.avg_k=0", "data.continuation_depths=[]", "rollout.max_new_tokens=16",
+                f"run.out_dir={out_dir}"]
+    sbatch = subprocess.Popen(["sbatch", "--wait", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=2",
+                               "--time=20", str(ROOT / "launch" / "slurm" / "opd.sbatch"), *job_args],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job_id = sbatch.stdout.readline().split()[-1]  # "Submitted batch job N"
+    deadline = time.time() + 600
+    while time.time() < deadline and sbatch.poll() is None:
+        metrics = list(out_dir.glob("*/metrics.jsonl"))
+        if metrics and '"step": 3,' in metrics[0].read_text():
+            break
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--batch", "--signal=TERM", job_id], env=env, check=True)
+    assert sbatch.wait(timeout=600) != 0
+    log = next(tmp_path.glob("slurm-*.out")).read_text()
+    assert "SIGTERM: asking job opd-slurm-" in log and ": stopped" in log and "--resume auto" in log, log[-4000:]
+    (run_dir,) = out_dir.iterdir()
+    stopped_at = int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+    assert 3 <= stopped_at < steps, log[-3000:]
+    resumed = subprocess.run([sys.executable, str(ROOT / "launch" / "opd_job.py"), *job_args, "--resume", "auto"],
+                             cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0 and f"at step {stopped_at}" in resumed.stdout, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == steps

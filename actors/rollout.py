@@ -19,6 +19,7 @@ class RolloutEngine:
     def __init__(self, cfg: OPDConfig, index: int = 0, generation: int = 0):
         limit_threads(cfg.rollout.cpus_per_engine)
         self.index, self.fault, self.generation = index, cfg.run.fault, generation  # generation: replacements
+        self.calls = 0
         self.verify = get_verifier(cfg.data.verifier)
         kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                       top_k=cfg.objective.k, run_seed=cfg.run.seed, model_options=model_options(cfg),
@@ -38,6 +39,8 @@ class RolloutEngine:
 
     def generate(self, prompts, traj_ids, policy_version, answers=None):
         """Sampled trajectories; with the reference answers, the verifier's judgement of each one too."""
+        self.calls += 1
+        maybe_fault(self.fault, "rollout_generate", engine=self.index, gen=self.generation, call=self.calls)
         batch = self.engine.generate(prompts, traj_ids, policy_version)
         if answers is not None:
             batch.outcome_correct_B = verify_batch(self.verify, self.engine.tokenizer, batch, answers)

@@ -6,6 +6,7 @@
     rollout_sync:engine=0,version=3,gen=0,action=exit   engine 0 exits while it loads weights v3 (gen: its
                                                      replacement count, so that a replacement does not fail too)
     teacher_score:server=0,gen=0,call=3,action=sleep,seconds=60   teacher 0 hangs on its 3rd scoring call
+    rollout_generate:engine=0,gen=0,call=3,action=sleep,seconds=60   engine 0 hangs on its 3rd generate call
 Every key but `action` and `seconds` must match the call site's context for the fault to fire.
 """
 from __future__ import annotations

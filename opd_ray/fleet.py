@@ -48,11 +48,14 @@ class FleetHealth:
     readmit_s: list[float] = field(default_factory=list)  # failure noticed -> replacement serving again
     last_failure: dict[str, str] = field(default_factory=dict)
 
-    def metrics(self) -> dict[str, float]:
-        return {"fleet/restarts_rollout": self.restarts_by_role["rollout"],
-                "fleet/restarts_teacher": self.restarts_by_role["teacher"],
-                "fleet/reissued_trajectories": self.reissued,
-                "fleet/readmit_s_last": self.readmit_s[-1] if self.readmit_s else 0.0}
+    def metrics(self) -> dict:
+        out = {"fleet/restarts_rollout": self.restarts_by_role["rollout"],
+               "fleet/restarts_teacher": self.restarts_by_role["teacher"],
+               "fleet/reissued_trajectories": self.reissued,
+               "fleet/readmit_s_last": self.readmit_s[-1] if self.readmit_s else 0.0}
+        if self.last_failure:  # text: in metrics.jsonl (TensorBoard and Ray take the numbers only)
+            out["fleet/last_failure"] = list(self.last_failure.values())[-1]
+        return out
 
 
 def launch_shard(actors, items, engine: int, teacher: int, version: int, cfg) -> Shard:

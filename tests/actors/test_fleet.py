@@ -67,11 +67,14 @@ def test_a_killed_teacher_is_replaced_and_only_rescoring_is_redone(clean, tiny_l
     assert_same_weights(weights, clean[1])
 
 
-def test_a_hung_teacher_is_named_killed_and_replaced(clean, tiny_lab, tmp_path):
-    state, _, weights = run(tiny_lab, tmp_path, "hang-t-", "pipeline.rollout_timeout_s=20",
-                            "pipeline.teacher_timeout_s=5",
-                            "run.fault=teacher_score:server=0,gen=0,call=3,action=sleep,seconds=120")
-    assert state.health.last_failure == {"hang-t-teacher-0": "hang-t-teacher-0 did not answer score within 25 s"}
+@pytest.mark.parametrize("role, point, method, limit", [
+    ("teacher", "teacher_score:server=0", "score", 12), ("rollout", "rollout_generate:engine=0", "generate", 8)])
+def test_a_hung_actor_is_named_killed_and_replaced(clean, tiny_lab, tmp_path, role, point, method, limit):
+    state, seen, weights = run(tiny_lab, tmp_path, f"hang-{role}-", "pipeline.rollout_timeout_s=8",
+                               "pipeline.teacher_timeout_s=4", f"run.fault={point},gen=0,call=3,action=sleep,seconds=120")
+    name = f"hang-{role}-{role}-0"
+    assert state.health.last_failure == {name: f"{name} did not answer {method} within {limit} s"}
+    assert seen[-1]["fleet/last_failure"] == state.health.last_failure[name]  # the metrics name it too
     assert_same_weights(weights, clean[1])
 
 

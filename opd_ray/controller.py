@@ -108,9 +108,10 @@ def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None =
     """Push the learner's weights (one object-store copy, or a broadcast: `rollout.weight_sync`) to every engine;
     each confirms the new version.
 
-    With a `state`, an engine that fails or misses `pipeline.sync_timeout_s` is marked stale: it gets no
-    rollouts until a later sync reaches it (engines refuse to sample while their own sync is incomplete).
-    Without one (start-up, resume), every engine must confirm.
+    With a `state`, an engine that died is replaced and refit at once (opd_ray/fleet.py); one that fails or
+    misses `pipeline.sync_timeout_s` is marked stale: it gets no rollouts until a later sync reaches it (engines
+    refuse to sample while their own sync is incomplete). When every engine is stale, the hung ones are replaced.
+    Without a state (start-up, resume), every engine must confirm.
     """
     if weight_sync.resolve(cfg) == "object_store":
         weights_ref, extra_refs = actors.learners.weights_ref()
@@ -126,13 +127,14 @@ def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None =
     ray.wait(load_refs, num_returns=len(load_refs), timeout=cfg.pipeline.sync_timeout_s)
     dead = died(load_refs)
     for i, err in dead:  # a dead engine is replaced and refit now, not left stale for ever
-        fleet.replace_dead_engine(actors, i, err, version, state.health, cfg)
+        fleet.replace_engine(actors, i, err, version, state.health, cfg)
     replaced = {i for i, _ in dead}
     state.stale_engines = {i for i, ref in enumerate(load_refs) if i not in replaced and not synced(ref, version)}
     state.failed_syncs += len(state.stale_engines)
-    if len(state.stale_engines) == len(actors.rollouts):
-        raise PipelineTimeout(f"no rollout engine confirmed weights v{version} within "
-                              f"{cfg.pipeline.sync_timeout_s:.0f} s (pipeline.sync_timeout_s)")
+    if len(state.stale_engines) == len(actors.rollouts):  # nobody left to sample: the hung ones are replaced
+        for i in sorted(state.stale_engines):
+            fleet.replace_engine(actors, i, None, version, state.health, cfg)
+        state.stale_engines = set()
 
 
 def died(refs) -> list[tuple[int, Exception]]:

@@ -162,12 +162,14 @@ def record_failure(actors, role: str, index: int, why: str, health: FleetHealth,
                          f"{cfg.pipeline.max_actor_restarts}; last failure: {why}")
 
 
-def replace_dead_engine(actors, index: int, err: Exception, version: int, health: FleetHealth, cfg) -> None:
-    """An engine that died during a weight sync: replaced and refit at `version` (the version being synced)."""
+def replace_engine(actors, index: int, err: Exception | None, version: int, health: FleetHealth, cfg) -> None:
+    """An engine that died (`err`) or hung (None) during a weight sync: replaced and refit at `version`."""
     t0 = time.monotonic()
-    record_failure(actors, "rollout", index, describe(actors, "rollout", index, err, cfg), health, cfg)
-    print(f"[opd] {health.last_failure[actors.name('rollout', index)]} during the weight sync: replacing it",
-          flush=True)
+    name = actors.name("rollout", index)
+    why = describe(actors, "rollout", index, err, cfg) if err is not None else \
+        f"{name} did not answer load_weights within {cfg.pipeline.sync_timeout_s:.0f} s"
+    record_failure(actors, "rollout", index, why, health, cfg)
+    print(f"[opd] {why} during the weight sync: replacing it", flush=True)
     replace(actors, "rollout", index, version, cfg)
     health.readmit_s.append(time.monotonic() - t0)
 

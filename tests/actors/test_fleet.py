@@ -85,6 +85,14 @@ def test_an_engine_killed_during_a_weight_sync_is_replaced_and_refit(clean, tiny
     assert_same_weights(weights, clean[1])
 
 
+def test_the_only_engine_hung_in_a_weight_sync_is_replaced(clean, tiny_lab, tmp_path):
+    state, _, weights = run(tiny_lab, tmp_path, "synchang-", "pipeline.sync_timeout_s=3",
+                            "run.fault=rollout_sync:engine=0,version=2,gen=0,action=sleep,seconds=120")
+    assert state.health.last_failure == {
+        "synchang-rollout-0": "synchang-rollout-0 did not answer load_weights within 3 s"}
+    assert_same_weights(weights, clean[1])
+
+
 def test_past_max_actor_restarts_the_run_stops_naming_the_actor(ray_cluster, tiny_lab, tmp_path):
     from opd_ray.fleet import FleetError
 

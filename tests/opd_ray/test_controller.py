@@ -32,6 +32,6 @@ def test_queue_depth_is_staleness_plus_one():
 def test_stale_batches_are_refused_and_reported():
     queue, refused = TrajectoryQueue(config(1)), []
     for version in (3, 5, 6):
-        queue.items.append(InFlight([], [((0, version, 0), "p")], version))
+        queue.items.append(InFlight([], version))
     item = queue.pop_fresh(6, on_stale=refused.append)
     assert item.policy_version == 5 and [r.policy_version for r in refused] == [3]

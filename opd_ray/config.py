@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,7 +385,7 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
         _check(len(lo_hi) == 2 and 2 <= lo_hi[0] <= lo_hi[1], name, f"must be [lo, hi] with 2 <= lo <= hi, got {lo_hi}")
     budget = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
     for role in ("student", "teacher") if check_models else ():
-        context = model_context_length(getattr(cfg.model, role), f"model.{role}")
+        context = int(model_json(getattr(cfg.model, role), f"model.{role}").get("max_position_embeddings", 1 << 30))
         _check(budget <= context, "rollout.max_new_tokens",
                f"data.max_prompt_tokens + rollout.max_new_tokens = {budget} exceeds the {role}'s context of {context}")
 
@@ -481,21 +480,18 @@ def validate_objective(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(cfg.teacher.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
            f"must be 'float16' or 'float32', got {cfg.teacher.logprob_dtype!r}")
     if o.kind in FULL_VOCAB_KINDS and check_models:
-        vocab = model_vocab_size(cfg.model.teacher, "model.teacher")
+        vocab = int(model_json(cfg.model.teacher, "model.teacher").get("vocab_size", 0))
         _check(vocab <= 4096, "objective.kind", f"{o.kind!r} ships the teacher's full distribution "
                f"({vocab} log-probs per token); use topk or forward_kl for large vocabularies")
 
 
-def model_vocab_size(path: str, field_name: str) -> int:
-    config_file = Path(path) / "config.json"
-    _check(config_file.is_file(), field_name, f"no Hugging Face model folder at {path!r} (missing config.json)")
-    return int(json.loads(config_file.read_text()).get("vocab_size", 0))
+def model_json(path: str, field_name: str) -> dict:
+    """config.json of a model folder (opd_ray/model_files.py reads it the same way)."""
+    _check((Path(path) / "config.json").is_file(), field_name,
+           f"no Hugging Face model folder at {path!r} (missing config.json)")
+    from opd_ray.model_files import model_config
 
-
-def model_context_length(path: str, field_name: str) -> int:
-    config_file = Path(path) / "config.json"
-    _check(config_file.is_file(), field_name, f"no Hugging Face model folder at {path!r} (missing config.json)")
-    return int(json.loads(config_file.read_text()).get("max_position_embeddings", 1 << 30))
+    return model_config(path)
 
 
 def to_yaml(cfg: OPDConfig) -> str:

@@ -24,16 +24,21 @@ def expected_ids(tiny_lab):
     return {t for _ in range(STEPS) for t, _ in stream.next_batch(BATCH)}
 
 
+def wait_for_step(out_dir, step: int, process, timeout_s: float = 600) -> None:
+    """Until the run under `out_dir` has logged `step` (or `process` ended)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and process.poll() is None:
+        metrics = list(out_dir.glob("*/metrics.jsonl"))
+        if metrics and f'"step": {step},' in metrics[0].read_text():
+            return
+        time.sleep(0.05)
+
+
 def test_sigterm_checkpoints_and_resume_auto_finishes_the_same_run(tiny_lab, tmp_path):
     out, env = tmp_path / "runs", {**os.environ, "HF_HUB_OFFLINE": "1"}
     args = job(tiny_lab, out, f"run.steps={STEPS}", "ckpt.save_every=0", "eval.avg_k=0", "data.continuation_depths=[]")
     first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and first.poll() is None:
-        metrics = list(out.glob("*/metrics.jsonl"))
-        if metrics and '"step": 3,' in metrics[0].read_text():
-            break
-        time.sleep(0.05)
+    wait_for_step(out, 3, first)
     first.send_signal(signal.SIGTERM)
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-2000:]

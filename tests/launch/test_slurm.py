@@ -63,7 +63,7 @@ def test_sigterm_to_the_batch_shell_leaves_a_resumable_checkpoint(slurm_conf, ti
     """Preemption: `scancel --batch --signal=TERM` (what `--signal=B:TERM@300` does before the time limit) reaches
     the driver through `ray job stop`; it checkpoints after its current step; the Slurm job fails; `--resume auto`
     then finishes the run."""
-    import time
+    from tests.launch.test_preemption import wait_for_step
 
     out_dir, steps = tmp_path / "runs", 40
     env = {**private_home_env(tmp_path), "SLURM_CONF": slurm_conf, "OPD_PYTHON": sys.executable}
@@ -75,12 +75,7 @@ def test_sigterm_to_the_batch_shell_leaves_a_resumable_checkpoint(slurm_conf, ti
                                "--time=20", str(ROOT / "launch" / "slurm" / "opd.sbatch"), *job_args],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     job_id = sbatch.stdout.readline().split()[-1]  # "Submitted batch job N"
-    deadline = time.time() + 600
-    while time.time() < deadline and sbatch.poll() is None:
-        metrics = list(out_dir.glob("*/metrics.jsonl"))
-        if metrics and '"step": 3,' in metrics[0].read_text():
-            break
-        time.sleep(0.2)
+    wait_for_step(out_dir, 3, sbatch)
     subprocess.run(["scancel", "--batch", "--signal=TERM", job_id], env=env, check=True)
     assert sbatch.wait(timeout=600) != 0
     log = next(tmp_path.glob("slurm-*.out")).read_text()

@@ -20,13 +20,16 @@ CHUNK = 128  # prompts per call and server: the progress bar moves, and no call 
 EVAL_EPOCH = -1  # evaluation seeds use traj_ids (EVAL_EPOCH, set, problem, sample): never a training id
 
 
-def spread(servers: list, method: str, prompt_ids: list[list[int]], timeout_s: float, *args_per_row) -> list[str]:
-    """Call `method` on the servers, each with an interleaved share of the rows; results in row order."""
-    refs = [getattr(s, method).remote(prompt_ids[i:: len(servers)], *(a[i:: len(servers)] for a in args_per_row))
+def spread(servers: list, method: str, prompt_ids: list[list[int]], timeout_s: float, per_row: tuple = (),
+           shared: tuple = ()) -> list[str]:
+    """Call `method` on the servers, each with an interleaved share of the rows (and of each list in `per_row`;
+    `shared` arguments go to every call as they are); results in row order."""
+    n = len(servers)
+    refs = [getattr(s, method).remote(prompt_ids[i::n], *(a[i::n] for a in per_row), *shared)
             for i, s in enumerate(servers)]
     out = [None] * len(prompt_ids)
     for i, shard in enumerate(get(refs, timeout_s, "rollout")):
-        out[i:: len(servers)] = shard
+        out[i::n] = shard
     return out
 
 
@@ -36,13 +39,9 @@ def greedy_texts(servers: list, prompt_ids: list[list[int]], timeout_s: float) -
 
 
 def sampled_texts(servers: list, prompt_ids: list[list[int]], seeds: list[int], cfg: OPDConfig) -> list[str]:
-    e = cfg.eval
-    refs = [s.sample_texts.remote(prompt_ids[i:: len(servers)], seeds[i:: len(servers)], e.temperature, e.top_p)
-            for i, s in enumerate(servers)]
-    out = [None] * len(prompt_ids)
-    for i, shard in enumerate(get(refs, cfg.pipeline.rollout_timeout_s, "rollout")):
-        out[i:: len(servers)] = shard
-    return out
+    """One sample per row at eval.temperature and eval.top_p, each with its own seed."""
+    return spread(servers, "sample_texts", prompt_ids, cfg.pipeline.rollout_timeout_s, per_row=(seeds,),
+                  shared=(cfg.eval.temperature, cfg.eval.top_p))
 
 
 def evaluate(servers: list, eval_sets: dict[str, list[Example]], verify: Verifier, cfg: OPDConfig,

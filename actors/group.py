@@ -91,6 +91,14 @@ class Actors:
         return ([e.policy_version.remote() for e in self.rollouts] + [t.ready.remote() for t in self.teachers]
                 + self.learners.ready_refs())
 
+    def node_ips(self, get, timeout_s: float) -> dict[str, str]:
+        """Where each actor runs: name -> its Ray node's address (`get` is the controller's bounded ray.get)."""
+        named = ([(self.name("rollout", i), e) for i, e in enumerate(self.rollouts)]
+                 + [(self.name("teacher", i), t) for i, t in enumerate(self.teachers)]
+                 + [(f"{self.learners.name_prefix}-{r}", rank) for r, rank in enumerate(self.learners.ranks)])
+        ips = get([actor.node_ip.remote() for _, actor in named], timeout_s, "actor nodes")
+        return {name: ip for (name, _), ip in zip(named, ips)}
+
     def kill(self) -> None:
         """End every actor of the run (their names become free for the next run in this Ray)."""
         for actor in self.rollouts + self.teachers + self.learners.ranks:

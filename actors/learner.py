@@ -25,6 +25,10 @@ class LearnerRank:
     def ready(self) -> bool:
         return True
 
+    def node_ip(self) -> str:
+        """The address of the Ray node this rank runs on."""
+        return ray.util.get_node_ip_address()
+
     def train_step(self, *batches):
         return self.learner.train_step(list(batches))
 

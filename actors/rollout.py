@@ -82,6 +82,10 @@ class RolloutEngine:
         """The actor's process id (fault tests kill it; an operator can find it)."""
         return os.getpid()
 
+    def node_ip(self) -> str:
+        """The address of the Ray node this actor runs on (summary.json records where each role ran)."""
+        return ray.util.get_node_ip_address()
+
     def state_dict(self):
         """The served weights (HF backend only: vLLM keeps its own, possibly repacked, layout)."""
         from opd_ray.hf_models import state_dict_numpy

@@ -43,6 +43,10 @@ class TeacherServer:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_ip(self) -> str:
+        """The address of the Ray node this actor runs on (summary.json records where each role ran)."""
+        return ray.util.get_node_ip_address()
+
     def greedy(self, prompts):
         return self.teacher.greedy(prompts)
 

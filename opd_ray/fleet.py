@@ -184,10 +184,34 @@ def replace(actors, role: str, index: int, version: int, cfg) -> None:
                          f"rollout.weight_sync=object_store (a broadcast group cannot take in a new member)")
     actors.replace(role, index)
     handle = actors.rollouts[index] if role == "rollout" else actors.teachers[index]
-    ready = handle.policy_version.remote() if role == "rollout" else handle.ready.remote()
-    ray.get(ready, timeout=cfg.pipeline.startup_timeout_s)
+    wait_started(actors.name(role, index), handle.policy_version.remote() if role == "rollout" else
+                 handle.ready.remote(), dict(getattr(cfg.placement, role).node_labels), cfg)
     if role == "rollout":
         refit(actors, index, version, cfg)
+
+
+def wait_started(name: str, ready_ref, node_labels: dict, cfg, poll_s: float = 2.0) -> None:
+    """Wait for a replacement to start, at most pipeline.startup_timeout_s. One pinned by placement.<role>.node_labels
+    to a node that has left the cluster (a dead node) could never start: stop the run as soon as Ray reports no
+    alive node with those labels, instead of waiting out the timeout."""
+    def check_placeable():
+        alive = [node.get("Labels", {}) for node in ray.nodes() if node["Alive"]]
+        if node_labels and not any(all(lab.get(k) == v for k, v in node_labels.items()) for lab in alive):
+            raise FleetError(f"{name} cannot be replaced: no alive Ray node has its node_labels {node_labels} "
+                             f"(placement.*; its node left the cluster)")
+
+    deadline = time.monotonic() + cfg.pipeline.startup_timeout_s
+    while not ray.wait([ready_ref], timeout=poll_s)[0]:
+        check_placeable()
+        if time.monotonic() > deadline:
+            raise FleetError(f"{name}: its replacement did not start within pipeline.startup_timeout_s="
+                             f"{cfg.pipeline.startup_timeout_s:.0f} s")
+    try:
+        ray.get(ready_ref)
+    except ray.exceptions.RayActorError as err:  # e.g. placed on a dying node before Ray declared it dead
+        time.sleep(poll_s)  # let a node death reach the node table, so the error can say so
+        check_placeable()
+        raise FleetError(f"{name}: its replacement died while starting ({type(err).__name__})") from err
 
 
 def refit(actors, index: int, version: int, cfg) -> None:

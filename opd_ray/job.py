@@ -109,6 +109,8 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
     after, checkpoint the final step, write summary.json."""
     task = prepared.task
     controller.get(actors.ready_refs(), cfg.pipeline.startup_timeout_s, "startup")
+    nodes = actors.node_ips(controller.get, cfg.pipeline.startup_timeout_s)
+    print("[opd] actors on nodes: " + ", ".join(f"{name} {ip}" for name, ip in nodes.items()), flush=True)
     ev = evaluate_before(actors, prepared, cfg, run_dir)
     print(f"[opd] before: student {format_eval(ev['student'])} | teacher {format_eval(ev['teacher'])}", flush=True)
     state = controller.LoopState()
@@ -136,6 +138,7 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         "continuation_before": ev.get("continuation"), "continuation_after": continuation_after,
         "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
+        "actor_nodes": nodes,
     }
     sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)})
     sink.close()

@@ -1,0 +1,120 @@
+"""Slurm -> Ray -> OPD across two nodes: `sbatch --nodes=2 launch/slurm/opd.sbatch` on the two-node Slurm of
+launch/slurm/two_node_cluster.sh, whose nodes are network namespaces with their own addresses and hostnames.
+
+The batch script's multi-node half runs for real here: the srun step that starts a Ray worker on the other node,
+the head's address, the token reaching the worker, the wait for both nodes, the teardown of both. The OPD run pins
+its roles to nodes through `placement.<role>.node_labels.slurm-node`, and summary.json says where each actor ran.
+Then node 2's Ray is killed mid-run: its engine and teacher, pinned to it, cannot be replaced, and the run must end
+with that error, a failed Slurm job and its last checkpoint intact, within the configured timeouts.
+
+Root only (network namespaces). CI sets OPD_REQUIRE_SLURM=1: there a missing Slurm or a non-root run fails.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.launch.ray_head import private_home_env
+from tests.launch.test_preemption import wait_for_step
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "launch" / "slurm" / "two_node_cluster.sh"
+NODES = {"opd-n1": "10.77.0.2", "opd-n2": "10.77.0.3"}  # two_node_cluster.sh's names and addresses
+PIN = ["placement.learner.node_labels.slurm-node=opd-n1", "placement.rollout.node_labels.slurm-node=opd-n2",
+       "placement.teacher.node_labels.slurm-node=opd-n2"]
+
+
+def our_processes(needle: str) -> list[str]:
+    """Command lines of running processes that mention `needle` (a path only this test's daemons and jobs use)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if needle in line and "ps -eo" not in line]
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    if shutil.which("sbatch") is None or os.geteuid() != 0:
+        if os.environ.get("OPD_REQUIRE_SLURM") == "1":
+            pytest.fail("the two-node Slurm needs sbatch and root, and OPD_REQUIRE_SLURM=1")
+        pytest.skip("needs Slurm and root: `sudo launch/slurm/two_node_cluster.sh start` sets it up")
+    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-3000:]
+    yield started.stdout.strip().splitlines()[-1]
+    stopped = subprocess.run([str(CLUSTER), "stop"], capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(line.split()[0] in NODES for line in netns.splitlines() if line.strip()), netns
+    assert subprocess.run(["ip", "link", "show", "opd-br0"], capture_output=True).returncode != 0
+    assert our_processes("/tmp/opd-slurm2") == []  # slurmctld and both slurmd
+    assert our_processes("/tmp/ray-slurm-") == []  # every raylet, GCS and worker the jobs started
+
+
+def sbatch_command(tmp_path: Path, tiny_lab: Path, out_dir: Path, *overrides: str) -> list[str]:
+    return ["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=2", "--time=20",
+            str(ROOT / "launch" / "slurm" / "opd.sbatch"), "--config", "configs/lab_cpu.yaml",
+            f"model.student={tiny_lab / 'student'}", f"model.teacher={tiny_lab / 'teacher'}",
+            "data.prompts_per_step=8", "data.eval_size=8", "eval.avg_k=0", "data.continuation_depths=[]",
+            "rollout.max_new_tokens=16", "ckpt.export_hf=false", f"run.out_dir={out_dir}", *PIN, *overrides]
+
+
+def test_two_node_sbatch_places_each_role_on_its_node(two_nodes, tiny_lab, tmp_path):
+    out_dir = tmp_path / "runs"
+    env = {**private_home_env(tmp_path), "SLURM_CONF": two_nodes, "OPD_PYTHON": sys.executable}
+    job = subprocess.run(sbatch_command(tmp_path, tiny_lab, out_dir, "run.steps=2"), cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    log = next(tmp_path.glob("slurm-*.out")).read_text()
+    assert job.returncode == 0, job.stderr[-2000:] + log[-4000:]
+    # Ray saw two alive nodes, each at its own namespace's address (token auth is on: the worker had the token)
+    assert "all 2 node(s) joined: opd-n1 10.77.0.2, opd-n2 10.77.0.3" in log, log[-4000:]
+    assert ": succeeded" in log, log[-3000:]
+    summary = json.loads(next(out_dir.glob("*/summary.json")).read_text())
+    assert summary["steps"] == 2
+    assert summary["actor_nodes"] == {"learner-0": NODES["opd-n1"], "rollout-0": NODES["opd-n2"],
+                                      "teacher-0": NODES["opd-n2"]}
+
+
+def kill_ray_on(node: str) -> list[int]:
+    """kill -9 every process of the node's namespace but Slurm's own: its raylet, GCS client, workers, agents."""
+    pids = subprocess.run(["ip", "netns", "pids", node], capture_output=True, text=True).stdout.split()
+    killed = []
+    for pid in map(int, pids):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() in ("slurmd", "slurmstepd"):
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return killed
+
+
+def test_losing_node_two_ends_the_run_with_its_checkpoint_in_bounded_time(two_nodes, tiny_lab, tmp_path):
+    """Node 2's Ray dies mid-run. Its engine and teacher are pinned there (placement), so no replacement can start:
+    the run stops with an error naming them, the Slurm job fails, the last periodic checkpoint stays loadable."""
+    out_dir, startup_timeout_s = tmp_path / "runs", 60
+    env = {**private_home_env(tmp_path), "SLURM_CONF": two_nodes, "OPD_PYTHON": sys.executable}
+    command = sbatch_command(tmp_path, tiny_lab, out_dir, "run.steps=200", "ckpt.save_every=2",
+                             "pipeline.rollout_timeout_s=30", "pipeline.teacher_timeout_s=30",
+                             f"pipeline.startup_timeout_s={startup_timeout_s}")
+    sbatch = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_step(out_dir, 5, sbatch)
+    assert sbatch.poll() is None, "the run ended before node 2 was killed"
+    t_kill = time.monotonic()
+    assert kill_ray_on("opd-n2"), "no Ray process found on node 2"
+    returncode = sbatch.wait(timeout=600)
+    elapsed = time.monotonic() - t_kill
+    log = next(tmp_path.glob("slurm-*.out")).read_text()
+    print(f"node 2 killed -> Slurm job ended (rc {returncode}) in {elapsed:.1f} s")
+    assert returncode != 0, log[-4000:]
+    assert "cannot be replaced: no alive Ray node has its node_labels {'slurm-node': 'opd-n2'}" in log, log[-4000:]
+    assert ": failed" in log, log[-3000:]
+    # defined and bounded: well within the timeouts the run was given (a startup wait, plus the job's teardown)
+    assert elapsed < startup_timeout_s + 90, log[-3000:]
+    (run_dir,) = out_dir.iterdir()
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert int(latest.removeprefix("step_")) >= 4 and (run_dir / "checkpoints" / latest).is_dir(), latest

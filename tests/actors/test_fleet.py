@@ -99,3 +99,28 @@ def test_past_max_actor_restarts_the_run_stops_naming_the_actor(ray_cluster, tin
     with pytest.raises(FleetError, match=r"^mx-rollout-0 failed 1 times, more than pipeline.max_actor_restarts=0; "
                                          r"last failure: mx-rollout-0 died"):
         run(tiny_lab, tmp_path, "mx-", "pipeline.max_actor_restarts=0", on_step=kill_after_step(1, "rollout", 0))
+
+
+def test_a_replacement_pinned_to_no_alive_node_stops_the_run_at_once(ray_cluster):
+    """wait_started: an actor whose node_labels no alive node has (its node died) can never start; the run stops
+    with an error naming it at the first poll, not after pipeline.startup_timeout_s (tested across real nodes in
+    tests/launch/test_slurm_two_nodes.py)."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from opd_ray.fleet import FleetError, wait_started
+
+    @ray.remote(num_cpus=0)
+    def ready():
+        return True
+
+    ref = ready.options(label_selector={"slurm-node": "gone"}).remote()  # pending: no node has the label
+    cfg = OmegaConf.create({"pipeline": {"startup_timeout_s": 600}})
+    t0 = time.monotonic()
+    with pytest.raises(FleetError, match=r"teacher-0 cannot be replaced: no alive Ray node has its node_labels "
+                                         r"\{'slurm-node': 'gone'\}"):
+        wait_started("teacher-0", ref, {"slurm-node": "gone"}, cfg, poll_s=0.5)
+    assert time.monotonic() - t0 < 10
+    ray.cancel(ref)
+    assert wait_started("teacher-0", ready.remote(), {}, cfg) is None  # a startable one: returns once it is up

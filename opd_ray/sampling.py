@@ -3,6 +3,12 @@
 We write the loop instead of calling `model.generate` because every trajectory needs its own random stream:
 the seed of row i derives from (run seed, traj_id, policy_version) (DESIGN.md invariant 2), so a trajectory
 is reproducible no matter which batch or engine it lands in. `generate` draws from one global stream.
+
+The stream is counter-based: the uniform that picks row i's token at response position t is a hash of (seed_i, t)
+(`position_uniforms`), and the token is where it falls in the row's cumulative distribution (inverse-CDF). One
+batched searchsorted per position replaces a torch.multinomial per row, and a row's draw depends on its own seed
+and position only, never on the batch around it. One uniform per row is cheaper than Gumbel-max's one per
+vocabulary entry, and as exact: the CDF is summed in float64.
 """
 from __future__ import annotations
 
@@ -29,6 +35,25 @@ def trajectory_seed(run_seed: int, traj_id: tuple[int, ...], policy_version: int
     for part in (run_seed, *traj_id, policy_version):
         h = np.uint64((int(h) ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211 % (1 << 64))
     return int(h) & 0x7FFFFFFFFFFFFFFF
+
+
+def position_uniforms(seeds_B: np.ndarray, position: int) -> torch.Tensor:
+    """A uniform in [0, 1) per row from (row seed, position): splitmix64 of seed + (position + 1) * golden gamma.
+    Stateless, so a row's draws do not depend on which rows share its batch."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2**64 on purpose
+        z = seeds_B + np.uint64(position + 1) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * 2.0**-53)  # the top 53 bits
+
+
+def inverse_cdf_sample(probs_BV: torch.Tensor, uniforms_B: torch.Tensor) -> torch.Tensor:
+    """Token ids with P(id = v) = probs_BV[:, v] / row sum, one uniform per row. `right=True` finds the first id whose
+    cumulative mass exceeds the target, so an id of probability 0 (outside a nucleus) is never drawn."""
+    cdf_BV = probs_BV.double().cumsum(-1)
+    target_B1 = uniforms_B[:, None] * cdf_BV[:, -1:]
+    return torch.searchsorted(cdf_BV, target_B1, right=True)[:, 0].clamp(max=probs_BV.shape[-1] - 1)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +97,7 @@ def sample(
     ids_BP, mask_BP = left_pad(prompts, pad_id)
     batch = ids_BP.shape[0]
     eos_E = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(set(eos_id)), dtype=torch.long)
-    gens = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
+    seeds_B = None if seeds is None else np.array(seeds, dtype=np.uint64)
     position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids_BP, attention_mask=mask_BP, position_ids=position_BP, use_cache=True)
     cache, attn = out.past_key_values, mask_BP
@@ -80,13 +105,13 @@ def sample(
     logits_BV = out.logits[:, -1, :vocab_limit].float()
     done_B = torch.zeros(batch, dtype=torch.bool)
     toks, logps, tk_ids, tk_logps, alive = [], [], [], [], []
-    for _ in range(max_new_tokens):
+    for position in range(max_new_tokens):
         logp_BV = torch.log_softmax(logits_BV / temperature, dim=-1)
-        if gens is None:
+        if seeds_B is None:
             tok_B = logp_BV.argmax(-1)
         else:
             probs_BV = (logp_BV if top_p >= 1.0 else nucleus_logp(logp_BV, top_p)).exp()
-            tok_B = torch.stack([torch.multinomial(probs_BV[i], 1, generator=gens[i])[0] for i in range(batch)])
+            tok_B = inverse_cdf_sample(probs_BV, position_uniforms(seeds_B, position))
         tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
         kv, ki = logp_BV.topk(min(top_k, logp_BV.shape[-1]), dim=-1)
         alive.append(~done_B)

@@ -71,3 +71,55 @@ def test_every_eos_id_ends_a_row_and_stop_strings_cut_it(tiny_lab):
     assert stop in tok.decode(cut.response_ids_BR[1][:n].tolist())
     assert stop not in tok.decode(cut.response_ids_BR[1][: n - 1].tolist())
     assert (cut.response_ids_BR[1][n:] == tok.pad_token_id).all() and (cut.logp_BR[1][n:] == 0).all()
+
+
+def test_position_uniforms_are_stateless_and_uniform():
+    from opd_ray.sampling import position_uniforms
+
+    seeds = np.array([trajectory_seed(0, (0, i, 0), 1) for i in range(20_000)], dtype=np.uint64)
+    u = position_uniforms(seeds, 3).numpy()
+    assert ((u >= 0) & (u < 1)).all()
+    np.testing.assert_array_equal(position_uniforms(seeds[7:9], 3).numpy(), u[7:9])  # no state: any subset
+    assert not np.array_equal(position_uniforms(seeds, 4).numpy(), u)  # every position draws anew
+    counts = np.histogram(u, bins=10, range=(0, 1))[0]
+    chi2 = ((counts - 2_000) ** 2 / 2_000).sum()
+    assert chi2 < 27.9, counts  # chi-square, 9 degrees of freedom, p = 0.001
+
+
+def test_inverse_cdf_draws_follow_the_softmax_chi_square():
+    """Many trajectories at one position, on a 6-token distribution: frequencies against softmax (float64)."""
+    from opd_ray.sampling import inverse_cdf_sample, nucleus_logp, position_uniforms
+
+    logits_V = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], dtype=torch.float64)
+    probs_V = torch.softmax(logits_V, -1)
+    n = 40_000
+    seeds = np.array([trajectory_seed(5, (1, i, 0), 2) for i in range(n)], dtype=np.uint64)
+    probs_NV = probs_V.float().expand(n, -1)
+    drawn = inverse_cdf_sample(probs_NV, position_uniforms(seeds, 0)).numpy()
+    counts = np.bincount(drawn, minlength=6)
+    expected = probs_V.numpy() * n
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 20.5, (counts, expected)  # chi-square, 5 degrees of freedom, p = 0.001
+    nucleus = nucleus_logp(probs_NV.log(), 0.8).exp()  # tokens outside the nucleus are never drawn
+    kept = inverse_cdf_sample(nucleus, position_uniforms(seeds, 0)).numpy()
+    assert set(np.unique(kept)) == {0, 1, 2}
+
+
+def test_a_trajectory_samples_the_same_tokens_in_any_batch_and_row(tiny_lab):
+    """Invariant 2 with the counter-based stream: a row's tokens depend on its seed only, not on its neighbours,
+    their number or its row index."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_lab / "student").eval()
+    tok = AutoTokenizer.from_pretrained(tiny_lab / "student")
+    texts = ["12+34:", "10+20+30+40:", "55+66+77:", "1+2:"]
+    prompts = [tok(p)["input_ids"] for p in texts]
+    kw = dict(max_new_tokens=12, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    seeds = [trajectory_seed(0, (0, i, 0), 0) for i in range(4)]
+    full = sample(model, prompts, seeds=seeds, **kw)
+    order = [2, 0, 3, 1]
+    shuffled = sample(model, [prompts[i] for i in order], seeds=[seeds[i] for i in order], **kw)
+    for row, i in enumerate(order):
+        n = full.response_mask_BR[i].sum()
+        assert n == shuffled.response_mask_BR[row].sum()
+        np.testing.assert_array_equal(full.response_ids_BR[i][:n], shuffled.response_ids_BR[row][:n])
+    other = sample(model, prompts[:1], seeds=[seeds[0] + 1], **kw)  # another seed: another trajectory
+    assert not np.array_equal(other.response_ids_BR[0], full.response_ids_BR[0][:other.response_ids_BR.shape[1]])

@@ -14,7 +14,7 @@ from opd_ray.runtime import limit_threads
 class LearnerRank:
     def __init__(self, cfg: OPDConfig, rank: int, world_size: int, master_addr: str, master_port: int,
                  generation: int = 0):
-        limit_threads(cfg.learner.cpus_per_rank)
+        limit_threads(cfg.learner.cpus_per_rank, cfg.learner.num_ranks, cfg.pipeline)
         self.learner = DeepSpeedLearner(cfg.model.student, cfg.learner, cfg.objective, rank=rank,
                                         world_size=world_size, master_addr=master_addr, master_port=master_port,
                                         temperature=cfg.rollout.temperature, seed=cfg.run.seed,

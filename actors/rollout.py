@@ -17,7 +17,7 @@ from opd_ray.verifiers import get_verifier
 @ray.remote
 class RolloutEngine:
     def __init__(self, cfg: OPDConfig, index: int = 0, generation: int = 0):
-        limit_threads(cfg.rollout.cpus_per_engine)
+        limit_threads(cfg.rollout.cpus_per_engine, cfg.rollout.num_engines, cfg.pipeline)
         self.index, self.fault, self.generation = index, cfg.run.fault, generation  # generation: replacements
         self.calls = 0
         self.verify = get_verifier(cfg.data.verifier)

@@ -16,7 +16,7 @@ from opd_ray.runtime import limit_threads
 @ray.remote
 class TeacherServer:
     def __init__(self, cfg: OPDConfig, index: int = 0, generation: int = 0):
-        limit_threads(cfg.teacher.cpus_per_server)
+        limit_threads(cfg.teacher.cpus_per_server, cfg.teacher.num_servers, cfg.pipeline)
         self.index, self.generation, self.fault, self.calls = index, generation, cfg.run.fault, 0
         kwargs = dict(top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
                       max_new_tokens=cfg.rollout.max_new_tokens, logprob_dtype=cfg.teacher.logprob_dtype,

@@ -15,6 +15,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from opd_ray.objectives import FULL_VOCAB_KINDS, OBJECTIVES, SUPPORTS, WEIGHTS
+from opd_ray.runtime import THREAD_POLICIES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("hf", "vllm")
@@ -158,6 +159,9 @@ class PipelineConfig:
     # (opd_ray/fleet.py); past that the run stops naming it
     max_actor_restarts: int = 3
     startup_timeout_s: float = 600.0
+    # torch threads per actor (opd_ray/runtime.py): auto | reserved | node. auto: every core of the node while the
+    # stages run one after another (max_staleness 0), the reserved cpus_per_* when they overlap
+    threads: str = "auto"
 
 
 @dataclass
@@ -361,6 +365,8 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(cfg.pipeline.max_actor_restarts >= 0, "pipeline.max_actor_restarts", "must be >= 0")
     _check(cfg.learner.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
     _check(cfg.pipeline.max_staleness >= 0, "pipeline.max_staleness", "must be >= 0")
+    _check(cfg.pipeline.threads in THREAD_POLICIES, "pipeline.threads",
+           f"must be one of {THREAD_POLICIES}, got {cfg.pipeline.threads!r}")
     _check(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
     _check(cfg.teacher.temperature > 0, "teacher.temperature", "must be > 0")
     _check(0.0 <= cfg.data.easy_mix < 1.0, "data.easy_mix", f"must be in [0, 1), got {cfg.data.easy_mix}")

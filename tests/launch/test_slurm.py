@@ -20,15 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 DEV_CLUSTER = ROOT / "launch" / "slurm" / "dev_cluster.sh"
 
 
-@pytest.fixture(scope="module")
-def slurm_conf() -> str:
-    if shutil.which("sbatch") is None:
+def start_dev_cluster(script: Path, missing: str | None) -> str:
+    """Start (or check) a dev Slurm with `script start`; returns its slurm.conf. `missing`: why it cannot run here
+    (None: it can): a skip on a developer machine, a failure under OPD_REQUIRE_SLURM=1 (CI)."""
+    if missing is not None:
         if os.environ.get("OPD_REQUIRE_SLURM") == "1":
-            pytest.fail("sbatch not found, and OPD_REQUIRE_SLURM=1: run `launch/slurm/dev_cluster.sh start` as root")
-        pytest.skip("no Slurm here: `sudo launch/slurm/dev_cluster.sh start` installs (Debian) and starts one")
-    started = subprocess.run([str(DEV_CLUSTER), "start"], capture_output=True, text=True, timeout=300)
+            pytest.fail(f"{missing}, and OPD_REQUIRE_SLURM=1: run `{script.relative_to(ROOT)} start` as root")
+        pytest.skip(f"{missing}: `sudo {script.relative_to(ROOT)} start` installs (Debian) and starts it")
+    started = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=300)
     assert started.returncode == 0, started.stderr[-3000:]
     return started.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def slurm_conf() -> str:
+    return start_dev_cluster(DEV_CLUSTER, "sbatch not found" if shutil.which("sbatch") is None else None)
 
 
 def test_sbatch_runs_opd_through_ray_and_returns_its_status(slurm_conf, tiny_lab, tmp_path):

@@ -22,6 +22,7 @@ import pytest
 
 from tests.launch.ray_head import private_home_env
 from tests.launch.test_preemption import wait_for_step
+from tests.launch.test_slurm import start_dev_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "launch" / "slurm" / "two_node_cluster.sh"
@@ -38,13 +39,9 @@ def our_processes(needle: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    if shutil.which("sbatch") is None or os.geteuid() != 0:
-        if os.environ.get("OPD_REQUIRE_SLURM") == "1":
-            pytest.fail("the two-node Slurm needs sbatch and root, and OPD_REQUIRE_SLURM=1")
-        pytest.skip("needs Slurm and root: `sudo launch/slurm/two_node_cluster.sh start` sets it up")
-    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=300)
-    assert started.returncode == 0, started.stderr[-3000:]
-    yield started.stdout.strip().splitlines()[-1]
+    missing = "sbatch not found" if shutil.which("sbatch") is None else \
+        "network namespaces need root" if os.geteuid() != 0 else None
+    yield start_dev_cluster(CLUSTER, missing)
     stopped = subprocess.run([str(CLUSTER), "stop"], capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -1,0 +1,172 @@
+"""What one OPD step costs: s/step, tokens/s, seconds per stage, cores busy per actor, achieved FLOP rate.
+
+    .venv/bin/python bench/opd_step.py [--runs 3] [--steps 30] [--out bench/results/opd_step.json]
+
+For the lab default and for a ~10x larger random-init student/teacher pair, it runs the real job
+(launch/opd_job.py, its actors, Ray) `--runs` times and reads the per-step metrics (metrics.jsonl). While the job
+trains, it samples the CPU time of every Ray actor process under the job (psutil), so "cores busy" is CPU seconds
+per wall second per actor over the training steps. The FLOP rate counts 2*N_student per generated token,
+2*N_teacher per scored token and 6*N_student per trained token (response tokens; the prompts are short here),
+divided by the step time, and is set against a float32 matmul's rate on this machine at the same thread count.
+It then times the lab default at 3 batch sizes and 3 response lengths. Run it on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = [sys.executable, str(ROOT / "launch" / "opd_job.py"), "--config", str(ROOT / "configs" / "lab_cpu.yaml")]
+QUIET = ["data.eval_size=16", "eval.avg_k=0", "data.continuation_depths=[]", "ckpt.export_hf=false"]
+LARGER = {"student": (320, 5, 5, 960), "teacher": (320, 6, 5, 1280)}  # (hidden, layers, heads, intermediate)
+
+
+def build_larger_pair(out: Path) -> dict[str, Path]:
+    """Random-init lab-shaped models ~10x the lab's parameters, with the lab tokenizer."""
+    from opd_ray.lab import models
+    from opd_ray.lab.tokenizer import build_tokenizer
+
+    tokenizer, paths = build_tokenizer(), {}
+    for name, seed in (("student", 1), ("teacher", 2)):
+        models.SIZES[name] = LARGER[name]
+        model = models.build_model(name, tokenizer, seed)
+        model.save_pretrained(out / name)
+        tokenizer.save_pretrained(out / name)
+        paths[name] = out / name
+    return paths
+
+
+def parameters(path: Path) -> int:
+    from transformers import AutoModelForCausalLM
+
+    return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
+
+
+def actor_role(proc: psutil.Process) -> str | None:
+    try:
+        title = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    for cls, role in (("RolloutEngine", "rollout"), ("TeacherServer", "teacher"), ("LearnerRank", "learner")):
+        if f"ray::{cls}" in title:
+            return role
+    return None
+
+
+def cpu_by_role(root: psutil.Process) -> dict[str, float]:
+    """CPU seconds so far of each actor process under `root`, summed by role; the driver counted as well."""
+    out = {"driver": sum(root.cpu_times()[:2])}
+    for proc in root.children(recursive=True):
+        role = actor_role(proc)
+        if role:
+            try:
+                out[role] = out.get(role, 0.0) + sum(proc.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+    return out
+
+
+def logged_steps(run_root: Path) -> int:
+    files = list(run_root.glob("*/metrics.jsonl"))
+    if not files:
+        return 0
+    return sum(1 for line in files[0].read_text().splitlines() if '"time/step_s"' in line)
+
+
+def run_job(overrides: list[str], steps: int, skip: int = 3) -> dict:
+    """One job; the CPU window opens after `skip` steps (start-up and first compiles) and closes at the last."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = JOB + QUIET + [f"run.steps={steps}", f"run.out_dir={tmp}", *overrides]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        root, window = psutil.Process(proc.pid), {}
+        while proc.poll() is None:
+            done = logged_steps(Path(tmp))
+            try:
+                if done >= skip and "start" not in window:
+                    window["start"] = (time.monotonic(), cpu_by_role(root))
+                if done >= steps and "end" not in window:
+                    window["end"] = (time.monotonic(), cpu_by_role(root))
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(0.05)
+        if proc.returncode != 0:
+            raise SystemExit(f"the job failed ({' '.join(overrides)}): {proc.stderr.read()[-2000:]}")
+        rows = [json.loads(line) for line in next(Path(tmp).glob("*/metrics.jsonl")).read_text().splitlines()]
+    rows = [r for r in rows if "time/step_s" in r][skip:]
+    stats = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time/")}
+    stats["tokens_per_step"] = statistics.median(r["tokens"] for r in rows)
+    stats["tokens_per_s"] = stats["tokens_per_step"] / stats["time/step_s"]
+    if "start" in window and "end" in window:
+        (t0, c0), (t1, c1) = window["start"], window["end"]
+        stats["cores_busy"] = {role: round((c1.get(role, 0.0) - c0.get(role, 0.0)) / (t1 - t0), 3) for role in c1}
+        stats["cores_busy_total"] = round(sum(stats["cores_busy"].values()), 3)
+    return stats
+
+
+def matmul_flops(threads: int, n: int = 512, repeats: int = 50) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(5):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def summarize(runs: list[dict], n_student: int, n_teacher: int, peak: float) -> dict:
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], float)}
+    tokens = med["tokens_per_step"]
+    flops = (2 * n_student + 2 * n_teacher + 6 * n_student) * tokens / med["time/step_s"]
+    return {"median": med, "runs": runs, "params_student": n_student, "params_teacher": n_teacher,
+            "achieved_flop_s": flops, "matmul_flop_s": peak, "utilisation": flops / peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "opd_step.json"))
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides for every job (e.g. pipeline.threads=reserved)")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    peak = matmul_flops(cores)
+    lab = ROOT / "opd_ray" / "lab" / "artifacts"
+    result = {"machine": {"cores": cores, "torch": torch.__version__, "matmul_flop_s": {
+        str(t): matmul_flops(t) for t in sorted({1, cores})}}, "extra_overrides": args.extra}
+    with tempfile.TemporaryDirectory() as tmp:
+        larger = build_larger_pair(Path(tmp))
+        cases = {"lab": (lab / "student", lab / "teacher", args.steps),
+                 "larger_x10": (larger["student"], larger["teacher"], max(8, args.steps // 3))}
+        for name, (student, teacher, steps) in cases.items():
+            runs = [run_job([f"model.student={student}", f"model.teacher={teacher}", *args.extra], steps)
+                    for _ in range(args.runs)]
+            result[name] = summarize(runs, parameters(student), parameters(teacher), peak)
+            print(f"{name}: {result[name]['median']['time/step_s']:.3f} s/step, "
+                  f"{result[name]['median']['tokens_per_s']:.0f} tokens/s, utilisation "
+                  f"{result[name]['utilisation']:.1%}", flush=True)
+    growth = {}
+    for label, override in [("prompts_per_step", f"data.prompts_per_step={b}") for b in (16, 32, 64)] + \
+                           [("max_new_tokens", f"rollout.max_new_tokens={r}") for r in (14, 28, 56)]:
+        stats = run_job([override, *args.extra], max(10, args.steps // 2))
+        growth[override] = {"s_per_step": stats["time/step_s"], "tokens_per_step": stats["tokens_per_step"]}
+        print(f"{override}: {stats['time/step_s']:.3f} s/step", flush=True)
+    result["cost_growth"] = growth
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 """What one OPD step costs: s/step, tokens/s, seconds per stage, cores busy per actor, achieved FLOP rate.
 
     .venv/bin/python bench/opd_step.py [--runs 3] [--steps 30] [--out bench/results/opd_step.json]
+    .venv/bin/python bench/opd_step.py --compare-repo /tmp/old   # the lab default, this code vs another checkout
 
 For the lab default and for a ~10x larger random-init student/teacher pair, it runs the real job
 (launch/opd_job.py, its actors, Ray) `--runs` times and reads the per-step metrics (metrics.jsonl). While the job
@@ -26,7 +27,11 @@ import psutil
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-JOB = [sys.executable, str(ROOT / "launch" / "opd_job.py"), "--config", str(ROOT / "configs" / "lab_cpu.yaml")]
+
+
+def job_command(repo: Path) -> list[str]:
+    return [sys.executable, str(repo / "launch" / "opd_job.py"), "--config", str(repo / "configs" / "lab_cpu.yaml")]
+
 QUIET = ["data.eval_size=16", "eval.avg_k=0", "data.continuation_depths=[]", "ckpt.export_hf=false"]
 LARGER = {"student": (320, 5, 5, 960), "teacher": (320, 6, 5, 1280)}  # (hidden, layers, heads, intermediate)
 
@@ -83,12 +88,12 @@ def logged_steps(run_root: Path) -> int:
     return sum(1 for line in files[0].read_text().splitlines() if '"time/step_s"' in line)
 
 
-def run_job(overrides: list[str], steps: int, skip: int = 3) -> dict:
-    """One job; the CPU window opens after `skip` steps (start-up and first compiles) and closes at the last."""
+def run_job(overrides: list[str], steps: int, skip: int = 3, repo: Path = ROOT) -> dict:
+    """One job of `repo`'s code; the CPU window opens after `skip` steps (start-up) and closes at the last."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = JOB + QUIET + [f"run.steps={steps}", f"run.out_dir={tmp}", *overrides]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        args = job_command(repo) + QUIET + [f"run.steps={steps}", f"run.out_dir={tmp}", *overrides]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=repo,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo)})
         root, window = psutil.Process(proc.pid), {}
         while proc.poll() is None:
             done = logged_steps(Path(tmp))
@@ -133,13 +138,35 @@ def summarize(runs: list[dict], n_student: int, n_teacher: int, peak: float) -> 
             "achieved_flop_s": flops, "matmul_flop_s": peak, "utilisation": flops / peak}
 
 
+def compare(other: Path, runs: int, steps: int, out: Path) -> None:
+    """The lab default, this checkout and `other`, interleaved run by run on the same machine."""
+    results = {"this": [], "other": []}
+    for _ in range(runs):
+        results["other"].append(run_job([], steps, repo=other))
+        results["this"].append(run_job([], steps))
+        print(f"other {results['other'][-1]['tokens_per_s']:.0f} tokens/s, "
+              f"this {results['this'][-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+    med = {side: {k: statistics.median(r[k] for r in rs) for k in ("tokens_per_s", "time/step_s", "cores_busy_total")}
+           for side, rs in results.items()}
+    ratio = med["this"]["tokens_per_s"] / med["other"]["tokens_per_s"]
+    print(f"tokens/s ratio (median of {runs} interleaved runs each): {ratio:.2f}x", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"other_repo": str(other), "other_commit": subprocess.run(
+        ["git", "-C", str(other), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "steps": steps, "median": med, "tokens_per_s_ratio": ratio, "runs": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "opd_step.json"))
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every job (e.g. pipeline.threads=reserved)")
+    parser.add_argument("--compare-repo", help="another checkout (e.g. the previous commit): interleaved lab runs")
     args = parser.parse_args()
+    if args.compare_repo:
+        return compare(Path(args.compare_repo), args.runs, args.steps, ROOT / "bench" / "results" / "opd_step_vs.json")
     cores = len(os.sched_getaffinity(0))
     peak = matmul_flops(cores)
     lab = ROOT / "opd_ray" / "lab" / "artifacts"

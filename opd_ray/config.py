@@ -4,7 +4,6 @@ Every error names the offending field, e.g. `objective.k: must be >= 1, got 0`.
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from opd_ray.config_errors import ConfigError, closest_key_hint, mismatched_key, yaml_error_line
 from opd_ray.objectives import FULL_VOCAB_KINDS, OBJECTIVES, SUPPORTS, WEIGHTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,10 +24,6 @@ QUERY_FIELD = "{q}"
 LAB_PROMPTS = "lab:"  # data.teacher_prompts=lab:<model>: a lab model's own post-training prompts
 PROMPT_FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 DTYPES = ("auto", "float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message starts with the dotted field name."""
 
 
 @dataclass
@@ -244,7 +240,7 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
         key = getattr(err, "full_key", None) or "config"
         message = str(getattr(err, "msg", err)).strip().splitlines()[0]  # OmegaConf appends a multi-line dump
         if isinstance(err, ConfigKeyError) and "Did you mean" not in message:
-            message += closest_key_hint(key)
+            message += closest_key_hint(schema, key)
         raise ConfigError(f"{key}: {message} (in {path} or overrides)") from None
     except TypeError as err:  # OmegaConf raises a bare TypeError when a list meets a mapping, or the reverse
         raise ConfigError(f"{mismatched_key(schema, overrides)}: {err} (a list where a mapping is expected, or the "
@@ -296,39 +292,6 @@ def local_or_given(name) -> str:
         if (base / name).exists():
             return str((base / name).resolve())
     return name  # a hub dataset id, or a missing file (the task names it)
-
-
-def yaml_error_line(err: yaml.YAMLError, source) -> str:
-    """`file:line:column: invalid YAML: problem`, one line (PyYAML's own message spans several)."""
-    mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
-    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(source)
-    message = f"{where}: invalid YAML: {getattr(err, 'problem', None) or str(err).splitlines()[0]}"
-    if context is not None and getattr(err, "context", None):
-        message += f" ({err.context} at line {context.line + 1}, column {context.column + 1})"
-    lines = Path(source).read_text(errors="replace").splitlines() if Path(str(source)).is_file() else []
-    if mark is not None and mark.line < len(lines) and lines[mark.line][mark.column: mark.column + 1] == "\t":
-        message += " (a tab: YAML indents with spaces)"
-    return message
-
-
-def closest_key_hint(full_key: str) -> str:
-    """"; did you mean 'section.key'?" for an unknown key close to a key of its section, else ""."""
-    *parents, last = full_key.split(".")
-    section = OmegaConf.select(OmegaConf.structured(OPDConfig), ".".join(parents)) if parents else \
-        OmegaConf.structured(OPDConfig)
-    keys = [str(k) for k in section.keys()] if hasattr(section, "keys") else []
-    close = difflib.get_close_matches(last, keys, n=1, cutoff=0.5)
-    return f"; did you mean {'.'.join(parents + close)!r}?" if close else ""
-
-
-def mismatched_key(schema, overrides: list[str]) -> str:
-    """The first override that cannot merge into the schema on its own (else the YAML file is at fault)."""
-    for override in overrides:
-        try:
-            OmegaConf.merge(schema, OmegaConf.from_dotlist([override]))
-        except (TypeError, OmegaConfBaseException):
-            return override.split("=", 1)[0]
-    return "config"
 
 
 def resolve_path(name: str) -> str:

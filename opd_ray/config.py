@@ -100,6 +100,9 @@ class TeacherConfig:
     temperature: float = 1.0  # teacher logits are divided by this before log_softmax
     cpus_per_server: float = 1.0
     logprob_dtype: str = "float16"  # of the log-probs it ships ("float16": the compact payload, or "float32")
+    # padded tokens (rows x (prompt + response)) per forward pass of teacher scoring, and of the HF prompt pass of
+    # rollout and teacher sampling: bounds their logits (opd_ray/microbatch.py); the default covers a lab step
+    micro_batch_tokens: int = 8192
 
 
 @dataclass
@@ -129,6 +132,9 @@ class LearnerConfig:
     master_port: int = 0  # 0: pick a free port
     max_restarts: int = 2  # a dead rank restarts the whole group from the last checkpoint, this many times
     gradient_checkpointing: bool = False  # recompute activations in backward (memory for compute)
+    # padded tokens (rows x (prompt + response)) per forward/backward pass; a larger shard accumulates gradients
+    # over micro-batches (still one optimizer step, the same loss); the default covers a lab step in one pass
+    micro_batch_tokens: int = 8192
 
 
 @dataclass
@@ -310,7 +316,8 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
     length budget and the vocabulary size."""
     for name in ("run.steps", "data.prompts_per_step", "data.samples_per_prompt", "data.eval_size",
                  "data.train_prompts", "rollout.num_engines", "rollout.max_new_tokens", "teacher.num_servers",
-                 "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens"):
+                 "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens",
+                 "learner.micro_batch_tokens", "teacher.micro_batch_tokens"):
         value = OmegaConf.select(OmegaConf.structured(cfg), name)
         _check(value >= 1, name, f"must be >= 1, got {value}")
     validate_objective(cfg, check_models)

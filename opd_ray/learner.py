@@ -92,7 +92,9 @@ class DeepSpeedLearner:
         its metric sums."""
         tensors = ShardTensors(micro, self.engine.device)
         mask_BR = tensors.mask_BR.float()
-        logp_BRV = response_logp(self.engine.module, micro, self.temperature, self.vocab_limit)
+        # through the engine, not its module: DeepSpeed's forward counts micro-steps (ZeRO-3 otherwise overwrites
+        # the gradient partitions of earlier micro-batches instead of adding to them)
+        logp_BRV = response_logp(self.engine, micro, self.temperature, self.vocab_limit)
         loss_BR = token_losses(logp_BRV, tensors, self.objective)
         loss = obj.token_mean(loss_BR, mask_BR, n_tokens_global) * self.world_size
         if not torch.isfinite(loss):  # DESIGN invariant 7: report, never let DeepSpeed skip the step silently
@@ -112,7 +114,7 @@ class DeepSpeedLearner:
         return {"nll_sum": sum(p["nll_sum"] for p in parts), "tokens": sum(p["tokens"] for p in parts)}
 
     def sft_loss(self, micro: TrajectoryBatch, n_tokens_global: float) -> tuple[torch.Tensor, dict]:
-        logp_BRV = response_logp(self.engine.module, micro, 1.0, self.vocab_limit)
+        logp_BRV = response_logp(self.engine, micro, 1.0, self.vocab_limit)  # the engine's forward: see opd_loss
         mask_BR = torch.as_tensor(micro.response_mask_BR, device=logp_BRV.device).float()
         nll_BR = -gather_BR(logp_BRV, micro.response_ids_BR)
         loss = obj.token_mean(nll_BR, mask_BR, n_tokens_global) * self.world_size

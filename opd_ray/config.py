@@ -14,7 +14,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from opd_ray.config_errors import ConfigError, closest_key_hint, mismatched_key, yaml_error_line
-from opd_ray.objectives import FULL_VOCAB_KINDS, OBJECTIVES, SUPPORTS, WEIGHTS
+from opd_ray.objectives import FULL_VOCAB_KINDS, FULL_VOCAB_LIMIT, OBJECTIVES, STUDENT_SIDE_SUPPORTS, SUPPORTS, WEIGHTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("hf", "vllm")
@@ -449,10 +449,18 @@ def validate_objective(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(o.diagnostics_every >= 1, "objective.diagnostics_every", f"must be >= 1, got {o.diagnostics_every}")
     _check(cfg.teacher.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
            f"must be 'float16' or 'float32', got {cfg.teacher.logprob_dtype!r}")
-    if o.kind in FULL_VOCAB_KINDS and check_models:
-        vocab = int(model_json(cfg.model.teacher, "model.teacher").get("vocab_size", 0))
-        _check(vocab <= 4096, "objective.kind", f"{o.kind!r} ships the teacher's full distribution "
-               f"({vocab} log-probs per token); use topk or forward_kl for large vocabularies")
+    vllm_teacher = cfg.teacher.backend == "vllm"
+    if not check_models or not (o.kind in FULL_VOCAB_KINDS or vllm_teacher):
+        return
+    vocab = int(model_json(cfg.model.teacher, "model.teacher").get("vocab_size", 0))
+    _check(vocab <= FULL_VOCAB_LIMIT or o.kind not in FULL_VOCAB_KINDS, "objective.kind", f"{o.kind!r} ships the "
+           f"teacher's full distribution ({vocab} log-probs per token); use topk or forward_kl for large vocabularies")
+    if vllm_teacher and vocab > FULL_VOCAB_LIMIT:  # it ships its own top-k and the sampled token only (docs/vllm.md)
+        _check(o.kind != "topk" or o.support not in STUDENT_SIDE_SUPPORTS, "objective.support",
+               f"{o.support!r} needs the teacher's log-probs at the student's top-k ids, which the vLLM teacher cannot "
+               f"ship at a vocabulary of {vocab} (> {FULL_VOCAB_LIMIT}); use teacher.backend=hf (or support teacher)")
+        _check(cfg.teacher.temperature == 1.0, "teacher.temperature", f"the vLLM teacher at a vocabulary of {vocab} "
+               "ships top-k log-probs at temperature 1 only; use teacher.backend=hf")
 
 
 def model_json(path: str, field_name: str) -> dict:

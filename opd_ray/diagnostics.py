@@ -43,6 +43,13 @@ def entropy_BR(logp_BRV: torch.Tensor, dtype: torch.dtype | None = None) -> torc
     return torch.cat(parts) if len(parts) != 1 else parts[0]
 
 
+def logp_at_ids_BRK(ids_BRK: np.ndarray, other_ids_BRK: np.ndarray, other_logp_BRK: np.ndarray) -> np.ndarray:
+    """The other model's log-prob at each of `ids_BRK` where its top-k holds that id (0 elsewhere: callers use
+    these values only at shared ids)."""
+    match_BRKK = ids_BRK[..., :, None] == other_ids_BRK[..., None, :]
+    return np.where(match_BRKK, other_logp_BRK[..., None, :], 0.0).sum(-1).astype(np.float32)
+
+
 def overlap_token_advantage_BR(student_ids_BRK: np.ndarray, student_logp_BRK: np.ndarray,
                                teacher_ids_BRK: np.ndarray, teacher_logp_at_student_ids_BRK: np.ndarray
                                ) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,8 @@ class RolloutEngine:
         else:
             from opd_ray.rollout import HFRollout
 
-            self.engine = HFRollout(cfg.model.student, **kwargs)
+            # the prompt pass is a forward-only pass like the teacher's: the same budget
+            self.engine = HFRollout(cfg.model.student, **kwargs, prefill_tokens=cfg.teacher.micro_batch_tokens)
 
     def generate(self, prompts, traj_ids, policy_version, answers=None):
         """Sampled trajectories; with the reference answers, the verifier's judgement of each one too."""

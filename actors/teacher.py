@@ -21,7 +21,8 @@ class TeacherServer:
         kwargs = dict(top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
                       max_new_tokens=cfg.rollout.max_new_tokens, logprob_dtype=cfg.teacher.logprob_dtype,
                       ship_full_vocab=cfg.objective.kind in FULL_VOCAB_KINDS, model_options=model_options(cfg),
-                      vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher), stop=cfg.rollout.stop)
+                      vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher), stop=cfg.rollout.stop,
+                      micro_batch_tokens=cfg.teacher.micro_batch_tokens)
         if cfg.teacher.backend == "vllm":
             from opd_ray.vllm_backend import VLLMTeacher
 

@@ -4,7 +4,6 @@ Every error names the offending field, e.g. `objective.k: must be >= 1, got 0`.
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,8 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from opd_ray.objectives import FULL_VOCAB_KINDS, OBJECTIVES, SUPPORTS, WEIGHTS
+from opd_ray.config_errors import ConfigError, closest_key_hint, mismatched_key, yaml_error_line
+from opd_ray.objectives import FULL_VOCAB_KINDS, FULL_VOCAB_LIMIT, OBJECTIVES, STUDENT_SIDE_SUPPORTS, SUPPORTS, WEIGHTS
 from opd_ray.runtime import THREAD_POLICIES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,10 +25,6 @@ QUERY_FIELD = "{q}"
 LAB_PROMPTS = "lab:"  # data.teacher_prompts=lab:<model>: a lab model's own post-training prompts
 PROMPT_FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 DTYPES = ("auto", "float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message starts with the dotted field name."""
 
 
 @dataclass
@@ -105,6 +101,9 @@ class TeacherConfig:
     temperature: float = 1.0  # teacher logits are divided by this before log_softmax
     cpus_per_server: float = 1.0
     logprob_dtype: str = "float16"  # of the log-probs it ships ("float16": the compact payload, or "float32")
+    # padded tokens (rows x (prompt + response)) per forward pass of teacher scoring, and of the HF prompt pass of
+    # rollout and teacher sampling: bounds their logits (opd_ray/microbatch.py); the default covers a lab step
+    micro_batch_tokens: int = 8192
 
 
 @dataclass
@@ -134,6 +133,9 @@ class LearnerConfig:
     master_port: int = 0  # 0: pick a free port
     max_restarts: int = 2  # a dead rank restarts the whole group from the last checkpoint, this many times
     gradient_checkpointing: bool = False  # recompute activations in backward (memory for compute)
+    # padded tokens (rows x (prompt + response)) per forward/backward pass; a larger shard accumulates gradients
+    # over micro-batches (still one optimizer step, the same loss); the default covers a lab step in one pass
+    micro_batch_tokens: int = 8192
 
 
 @dataclass
@@ -248,7 +250,7 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
         key = getattr(err, "full_key", None) or "config"
         message = str(getattr(err, "msg", err)).strip().splitlines()[0]  # OmegaConf appends a multi-line dump
         if isinstance(err, ConfigKeyError) and "Did you mean" not in message:
-            message += closest_key_hint(key)
+            message += closest_key_hint(schema, key)
         raise ConfigError(f"{key}: {message} (in {path} or overrides)") from None
     except TypeError as err:  # OmegaConf raises a bare TypeError when a list meets a mapping, or the reverse
         raise ConfigError(f"{mismatched_key(schema, overrides)}: {err} (a list where a mapping is expected, or the "
@@ -302,39 +304,6 @@ def local_or_given(name) -> str:
     return name  # a hub dataset id, or a missing file (the task names it)
 
 
-def yaml_error_line(err: yaml.YAMLError, source) -> str:
-    """`file:line:column: invalid YAML: problem`, one line (PyYAML's own message spans several)."""
-    mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
-    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(source)
-    message = f"{where}: invalid YAML: {getattr(err, 'problem', None) or str(err).splitlines()[0]}"
-    if context is not None and getattr(err, "context", None):
-        message += f" ({err.context} at line {context.line + 1}, column {context.column + 1})"
-    lines = Path(source).read_text(errors="replace").splitlines() if Path(str(source)).is_file() else []
-    if mark is not None and mark.line < len(lines) and lines[mark.line][mark.column: mark.column + 1] == "\t":
-        message += " (a tab: YAML indents with spaces)"
-    return message
-
-
-def closest_key_hint(full_key: str) -> str:
-    """"; did you mean 'section.key'?" for an unknown key close to a key of its section, else ""."""
-    *parents, last = full_key.split(".")
-    section = OmegaConf.select(OmegaConf.structured(OPDConfig), ".".join(parents)) if parents else \
-        OmegaConf.structured(OPDConfig)
-    keys = [str(k) for k in section.keys()] if hasattr(section, "keys") else []
-    close = difflib.get_close_matches(last, keys, n=1, cutoff=0.5)
-    return f"; did you mean {'.'.join(parents + close)!r}?" if close else ""
-
-
-def mismatched_key(schema, overrides: list[str]) -> str:
-    """The first override that cannot merge into the schema on its own (else the YAML file is at fault)."""
-    for override in overrides:
-        try:
-            OmegaConf.merge(schema, OmegaConf.from_dotlist([override]))
-        except (TypeError, OmegaConfBaseException):
-            return override.split("=", 1)[0]
-    return "config"
-
-
 def resolve_path(name: str) -> str:
     """Relative model paths are relative to the repository root, so `ray job submit` works from anywhere."""
     candidate = REPO_ROOT / name
@@ -351,7 +320,8 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
     length budget and the vocabulary size."""
     for name in ("run.steps", "data.prompts_per_step", "data.samples_per_prompt", "data.eval_size",
                  "data.train_prompts", "rollout.num_engines", "rollout.max_new_tokens", "teacher.num_servers",
-                 "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens"):
+                 "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens",
+                 "learner.micro_batch_tokens", "teacher.micro_batch_tokens"):
         value = OmegaConf.select(OmegaConf.structured(cfg), name)
         _check(value >= 1, name, f"must be >= 1, got {value}")
     validate_objective(cfg, check_models)
@@ -485,10 +455,18 @@ def validate_objective(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(o.diagnostics_every >= 1, "objective.diagnostics_every", f"must be >= 1, got {o.diagnostics_every}")
     _check(cfg.teacher.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
            f"must be 'float16' or 'float32', got {cfg.teacher.logprob_dtype!r}")
-    if o.kind in FULL_VOCAB_KINDS and check_models:
-        vocab = int(model_json(cfg.model.teacher, "model.teacher").get("vocab_size", 0))
-        _check(vocab <= 4096, "objective.kind", f"{o.kind!r} ships the teacher's full distribution "
-               f"({vocab} log-probs per token); use topk or forward_kl for large vocabularies")
+    vllm_teacher = cfg.teacher.backend == "vllm"
+    if not check_models or not (o.kind in FULL_VOCAB_KINDS or vllm_teacher):
+        return
+    vocab = int(model_json(cfg.model.teacher, "model.teacher").get("vocab_size", 0))
+    _check(vocab <= FULL_VOCAB_LIMIT or o.kind not in FULL_VOCAB_KINDS, "objective.kind", f"{o.kind!r} ships the "
+           f"teacher's full distribution ({vocab} log-probs per token); use topk or forward_kl for large vocabularies")
+    if vllm_teacher and vocab > FULL_VOCAB_LIMIT:  # it ships its own top-k and the sampled token only (docs/vllm.md)
+        _check(o.kind != "topk" or o.support not in STUDENT_SIDE_SUPPORTS, "objective.support",
+               f"{o.support!r} needs the teacher's log-probs at the student's top-k ids, which the vLLM teacher cannot "
+               f"ship at a vocabulary of {vocab} (> {FULL_VOCAB_LIMIT}); use teacher.backend=hf (or support teacher)")
+        _check(cfg.teacher.temperature == 1.0, "teacher.temperature", f"the vLLM teacher at a vocabulary of {vocab} "
+               "ships top-k log-probs at temperature 1 only; use teacher.backend=hf")
 
 
 def model_json(path: str, field_name: str) -> dict:

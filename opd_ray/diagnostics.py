@@ -25,9 +25,29 @@ def overlap_mass_BR(ids_BRK: np.ndarray, logp_BRK: np.ndarray, other_ids_BRK: np
     return (np.exp(logp_BRK.astype(np.float64)) * shared_BRK).sum(-1)
 
 
-def entropy_BR(logp_BRV: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy of each position's full distribution (zero-probability tokens contribute 0, not NaN)."""
-    return torch.special.entr(logp_BRV.exp()).sum(-1)
+ENTROPY_CHUNK = 1 << 22  # elements per pass: the exp/entr temporaries stay at 32 MiB in float64
+
+
+def entropy_BR(logp_BRV: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Shannon entropy of each position's full distribution (zero-probability tokens contribute 0, not NaN),
+    computed in `dtype` (default: that of `logp_BRV`).
+
+    Rows (the first axis) go through in chunks of about ENTROPY_CHUNK elements, so the temporaries (the
+    probabilities and their entr) never span the whole B×R×V; each position's sum does not depend on the chunk.
+    Slicing the first axis keeps views (a reshape of a strided tensor would copy all of it).
+    """
+    per_row = max(int(np.prod(logp_BRV.shape[1:])), 1)
+    step = max(1, ENTROPY_CHUNK // per_row)
+    parts = [torch.special.entr(logp_BRV[i: i + step].to(dtype or logp_BRV.dtype).exp()).sum(-1)
+             for i in range(0, logp_BRV.shape[0], step)]
+    return torch.cat(parts) if len(parts) != 1 else parts[0]
+
+
+def logp_at_ids_BRK(ids_BRK: np.ndarray, other_ids_BRK: np.ndarray, other_logp_BRK: np.ndarray) -> np.ndarray:
+    """The other model's log-prob at each of `ids_BRK` where its top-k holds that id (0 elsewhere: callers use
+    these values only at shared ids)."""
+    match_BRKK = ids_BRK[..., :, None] == other_ids_BRK[..., None, :]
+    return np.where(match_BRKK, other_logp_BRK[..., None, :], 0.0).sum(-1).astype(np.float32)
 
 
 def overlap_token_advantage_BR(student_ids_BRK: np.ndarray, student_logp_BRK: np.ndarray,

@@ -3,6 +3,8 @@
 Each rank is a Ray actor (actors/learner.py) that trains on its shard of the batch; DeepSpeed averages the
 gradients across ranks (gloo on CPU, NCCL on GPU). The token-mean is global: each rank divides its summed
 loss by the token count of the whole batch and multiplies by the world size, undoing DeepSpeed's average.
+A shard larger than `learner.micro_batch_tokens` is split into micro-batches whose gradients accumulate
+(opd_ray/microbatch.py): still one optimizer step per OPD step, the same loss and the same metrics.
 """
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import os
 import numpy as np
 import torch
 
+from opd_ray import microbatch
 from opd_ray import objectives as obj
 from opd_ray.config import LearnerConfig, ObjectiveConfig
 from opd_ray.faults import maybe_fault
 from opd_ray.hf_models import load_model, state_dict_numpy
 from opd_ray.opd_loss import ShardTensors, diagnostic_sums, token_losses
-from opd_ray.scoring import gather_BR, response_logits
+from opd_ray.scoring import gather_BR, response_logp
 from opd_ray.trajectory import TrajectoryBatch, concat
 
 
@@ -61,6 +64,7 @@ class DeepSpeedLearner:
                 "warmup_type": "linear"}}
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.zero_stage = learner.zero_stage
+        self.micro_batch_tokens = learner.micro_batch_tokens
         self.optimizer_steps = 0
         self.fault, self.generation = fault, generation
 
@@ -74,46 +78,79 @@ class DeepSpeedLearner:
         batch = concat(batches)
         if batch.outcome_correct_B is not None:  # the baseline is the whole step's batch, not this shard's
             batch.outcome_advantage_B = obj.outcome_advantage_B(torch.as_tensor(batch.outcome_correct_B)).numpy()
-        n_tokens_global = float(batch.response_mask_BR.sum())
         shard = batch.rows(slice(self.rank, None, self.world_size))
-        tensors = ShardTensors(shard, self.engine.device)
+        sums: dict[str, list] = {}
+        for part in self.accumulate(batch, self.opd_loss):
+            microbatch.add_sums(sums, part)
+        sums = microbatch.pad_positions(sums, shard.response_ids_BR.shape[1])
+        sums["grad_norm"] = [float(self.engine.get_global_grad_norm() or 0.0), 1.0]  # global: same on every rank
+        return {"sums": sums, "traj_ids": shard.traj_ids, "stage_s": stage_seconds(batches),
+                "tokens": float(shard.response_mask_BR.sum())}
+
+    def opd_loss(self, micro: TrajectoryBatch, n_tokens_global: float) -> tuple[torch.Tensor, dict]:
+        """One micro-batch's share of the OPD loss (its summed token losses over the global token count) and
+        its metric sums."""
+        tensors = ShardTensors(micro, self.engine.device)
         mask_BR = tensors.mask_BR.float()
-        logits_BRV = response_logits(self.engine.module, shard.prompt_ids_BP, shard.prompt_mask_BP,
-                                     shard.response_ids_BR, shard.response_mask_BR, self.vocab_limit)
-        logp_BRV = torch.log_softmax(logits_BRV / self.temperature, dim=-1)
+        # through the engine, not its module: DeepSpeed's forward counts micro-steps (ZeRO-3 otherwise overwrites
+        # the gradient partitions of earlier micro-batches instead of adding to them)
+        logp_BRV = response_logp(self.engine, micro, self.temperature, self.vocab_limit)
         loss_BR = token_losses(logp_BRV, tensors, self.objective)
         loss = obj.token_mean(loss_BR, mask_BR, n_tokens_global) * self.world_size
         if not torch.isfinite(loss):  # DESIGN invariant 7: report, never let DeepSpeed skip the step silently
             bad = int((~torch.isfinite(loss_BR) & mask_BR.bool()).sum())
             raise FloatingPointError(f"non-finite OPD loss at optimizer step {self.optimizer_steps + 1}: "
                                      f"{bad} valid tokens have NaN/inf per-token loss")
-        self.engine.backward(loss)
-        self.engine.step()
-        self.optimizer_steps += 1
         with torch.no_grad():
-            sums = diagnostic_sums(logp_BRV.detach(), tensors, shard)
+            sums = diagnostic_sums(logp_BRV.detach(), tensors, micro)
         sums["loss"] = [float(obj.token_mean(loss_BR.detach(), mask_BR, 1.0)), float(mask_BR.sum())]
-        sums["grad_norm"] = [float(self.engine.get_global_grad_norm() or 0.0), 1.0]  # global: same on every rank
-        return {"sums": sums, "traj_ids": shard.traj_ids, "stage_s": stage_seconds(batches),
-                "tokens": float(mask_BR.sum())}
+        return loss, sums
 
     def sft_step(self, batch: TrajectoryBatch) -> dict:
         """One supervised step on this rank's shard (the off-policy cold start, opd_ray/cold_start.py):
         token-mean negative log-likelihood of the responses (the teacher's answers) given their prompts, at
         temperature 1, with the same global token-mean as `train_step`. Returns the shard's NLL sum and tokens."""
-        n_tokens_global = float(batch.response_mask_BR.sum())
-        shard = batch.rows(slice(self.rank, None, self.world_size))
-        logits_BRV = response_logits(self.engine.module, shard.prompt_ids_BP, shard.prompt_mask_BP,
-                                     shard.response_ids_BR, shard.response_mask_BR, self.vocab_limit)
-        mask_BR = torch.as_tensor(shard.response_mask_BR, device=logits_BRV.device).float()
-        nll_BR = -gather_BR(torch.log_softmax(logits_BRV, dim=-1), shard.response_ids_BR)
+        parts = self.accumulate(batch, self.sft_loss)
+        return {"nll_sum": sum(p["nll_sum"] for p in parts), "tokens": sum(p["tokens"] for p in parts)}
+
+    def sft_loss(self, micro: TrajectoryBatch, n_tokens_global: float) -> tuple[torch.Tensor, dict]:
+        logp_BRV = response_logp(self.engine, micro, 1.0, self.vocab_limit)  # the engine's forward: see opd_loss
+        mask_BR = torch.as_tensor(micro.response_mask_BR, device=logp_BRV.device).float()
+        nll_BR = -gather_BR(logp_BRV, micro.response_ids_BR)
         loss = obj.token_mean(nll_BR, mask_BR, n_tokens_global) * self.world_size
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite SFT loss at optimizer step {self.optimizer_steps + 1}")
-        self.engine.backward(loss)
+        return loss, {"nll_sum": float(obj.token_mean(nll_BR.detach(), mask_BR, 1.0)), "tokens": float(mask_BR.sum())}
+
+    def accumulate(self, batch: TrajectoryBatch, loss_of) -> list[dict]:
+        """Backward over this rank's shard of `batch` in micro-batches of at most `learner.micro_batch_tokens`
+        padded tokens, then one optimizer step; returns the metrics `loss_of(micro, n_tokens_global)` gave for
+        each micro-batch.
+
+        Each micro-batch's loss is its summed token loss over the whole batch's token count, so the accumulated
+        gradient is the unsplit one. DeepSpeed reduces gradients at the accumulation boundary, which is set on
+        the last backward only. Every rank runs as many passes as the rank with the most micro-batches: ZeRO-2/3
+        communicate in every backward (ZeRO-3 in every forward too), so a rank with fewer passes repeats one of
+        its rows with weight 0.
+        """
+        n_tokens_global = float(batch.response_mask_BR.sum())
+        shards = [batch.rows(slice(r, None, self.world_size)) for r in range(self.world_size)]
+        passes = max(microbatch.count(s, self.micro_batch_tokens) for s in shards)
+        mine = [micro for _, micro in microbatch.split(shards[self.rank], self.micro_batch_tokens)]
+        metrics = []
+        for i in range(passes):
+            filler = i >= len(mine)  # keeps this rank in step with the others' collectives
+            micro = microbatch.trimmed(mine[0].rows(slice(0, 1))) if filler else mine[i]
+            loss, extra = loss_of(micro, n_tokens_global)
+            if filler:
+                loss = loss * 0.0
+            else:
+                metrics.append(extra)
+            self.engine.set_gradient_accumulation_boundary(i == passes - 1)
+            self.engine.backward(loss)
         self.engine.step()
         self.optimizer_steps += 1
-        return {"nll_sum": float(obj.token_mean(nll_BR.detach(), mask_BR, 1.0)), "tokens": float(mask_BR.sum())}
+        return metrics
 
     def save_pretrained(self, path: str, tokenizer_path: str) -> str | None:
         """Export the student as a Hugging Face folder (safetensors + tokenizer); rank 0 writes."""

@@ -24,7 +24,10 @@ ADVANTAGE_KINDS = ("sampled_token", "topk")
 DIRECT_KINDS = ("full_reverse_kl", "forward_kl", "gjsd")
 OBJECTIVES = ADVANTAGE_KINDS + DIRECT_KINDS
 FULL_VOCAB_KINDS = ("full_reverse_kl", "gjsd")  # need the teacher's whole distribution
+# above this vocabulary the teacher's whole distribution is not shipped (and the vLLM teacher does not fetch it)
+FULL_VOCAB_LIMIT = 4096
 SUPPORTS = ("student", "teacher", "intersection", "union", "symdiff")
+STUDENT_SIDE_SUPPORTS = ("student", "intersection", "union", "symdiff")  # need the teacher at the student's ids
 WEIGHTS = ("student", "teacher", "uniform")
 LOGP_FLOOR = -100.0
 

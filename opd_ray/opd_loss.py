@@ -70,13 +70,17 @@ def require(value, what: str):
 def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBatch) -> dict[str, list]:
     """Per-token diagnostics as [sum, count] pairs over this shard (the controller sums ranks, then divides).
 
-    Per-position entropies come as arrays (one entry per response position) for the position heatmaps.
+    Per-position entropies come as arrays (one entry per response position) for the position heatmaps. A
+    teacher that ships only its own top-k and the sampled token (the vLLM teacher above FULL_VOCAB_LIMIT) has
+    no entropy and no log-probs at the student's ids: the metrics that need them are left out, and the
+    overlap-token advantage, which needs them only at ids in both top-k lists, reads them from its top-k.
     """
     m_BR = shard.response_mask_BR
     s_ids, t_ids = shard.student_topk_ids_BRK, shard.teacher_topk_ids_BRK
     s_logp, t_logp = shard.student_topk_logp_BRK, shard.teacher_topk_logp_BRK.astype(np.float32)
+    t_at_s = shard.teacher_logp_at_student_topk_BRK
+    t_at_s = t_at_s.astype(np.float32) if t_at_s is not None else diag.logp_at_ids_BRK(s_ids, t_ids, t_logp)
     entropy_student_BR = diag.entropy_BR(logp_BRV).cpu().numpy()
-    entropy_teacher_BR = shard.teacher_entropy_BR.astype(np.float32)
     per_token = {
         "reverse_kl": shard.student_logp_BR - shard.teacher_logp_BR.astype(np.float32),
         "overlap_ratio": diag.overlap_ratio_BR(s_ids, t_ids),
@@ -84,17 +88,20 @@ def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBa
         "overlap_mass_student": diag.overlap_mass_BR(s_ids, s_logp, t_ids),
         "overlap_mass_teacher": diag.overlap_mass_BR(t_ids, t_logp, s_ids),
         "entropy_student": entropy_student_BR,
-        "entropy_teacher": entropy_teacher_BR,
-        "entropy_gap": np.abs(entropy_teacher_BR - entropy_student_BR),
-        "p_minus_q_at_max_adv": diag.p_minus_q_at_max_advantage_BR(
-            s_logp, shard.teacher_logp_at_student_topk_BRK.astype(np.float32)),
     }
+    if shard.teacher_entropy_BR is not None:
+        entropy_teacher_BR = shard.teacher_entropy_BR.astype(np.float32)
+        per_token["entropy_teacher"] = entropy_teacher_BR
+        per_token["entropy_gap"] = np.abs(entropy_teacher_BR - entropy_student_BR)
+    if shard.teacher_logp_at_student_topk_BRK is not None:
+        per_token["p_minus_q_at_max_adv"] = diag.p_minus_q_at_max_advantage_BR(s_logp, t_at_s)
     n_tokens = float(m_BR.sum())
     sums = {name: [float((values * m_BR).sum()), n_tokens] for name, values in per_token.items()}
-    adv_BR, has_overlap_BR = diag.overlap_token_advantage_BR(
-        s_ids, s_logp, t_ids, shard.teacher_logp_at_student_topk_BRK.astype(np.float32))
+    adv_BR, has_overlap_BR = diag.overlap_token_advantage_BR(s_ids, s_logp, t_ids, t_at_s)
     sums["overlap_token_advantage"] = [float((adv_BR * (has_overlap_BR & m_BR)).sum()),
                                        float((has_overlap_BR & m_BR).sum())]
     sums["entropy_student_by_position"] = [(entropy_student_BR * m_BR).sum(0), m_BR.sum(0).astype(np.float64)]
-    sums["entropy_teacher_by_position"] = [(entropy_teacher_BR * m_BR).sum(0), m_BR.sum(0).astype(np.float64)]
+    if shard.teacher_entropy_BR is not None:
+        sums["entropy_teacher_by_position"] = [(per_token["entropy_teacher"] * m_BR).sum(0),
+                                               m_BR.sum(0).astype(np.float64)]
     return sums

@@ -17,12 +17,13 @@ class StaleEngineError(RuntimeError):
 
 class HFRollout:
     def __init__(self, model_path: str, *, max_new_tokens: int, temperature: float, top_k: int, run_seed: int,
-                 model_options: dict | None = None, vocab_limit: int | None = None, stop: list[str] = ()):
+                 model_options: dict | None = None, vocab_limit: int | None = None, stop: list[str] = (),
+                 prefill_tokens: int | None = None):
         self.model = load_model(model_path, **(model_options or {}))
         self.tokenizer = load_tokenizer(model_path, (model_options or {}).get("trust_remote_code", False))
         self.max_new_tokens, self.temperature, self.top_k, self.run_seed = max_new_tokens, temperature, top_k, run_seed
         self.texts = TextSampler(self.model, self.tokenizer, max_new_tokens, eos_token_ids(self.model, self.tokenizer),
-                                 tuple(stop), vocab_limit)
+                                 tuple(stop), vocab_limit, prefill_tokens)
         self.policy_version: int | None = 0  # None: stale (a sync failed or is in progress)
 
     def generate(self, prompts: list[list[int]], traj_ids: list[TrajId], policy_version: int) -> TrajectoryBatch:
@@ -34,7 +35,7 @@ class HFRollout:
         tok, texts = self.tokenizer, self.texts
         out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=texts.eos_ids,
                      pad_id=tok.pad_token_id, seeds=seeds, temperature=self.temperature, top_k=self.top_k,
-                     vocab_limit=texts.vocab_limit)
+                     vocab_limit=texts.vocab_limit, prefill_tokens=texts.prefill_tokens)
         out = truncate_at_stops(out, tok, list(texts.stops), tok.pad_token_id)
         prompt_ids, prompt_mask = left_pad(prompts, tok.pad_token_id)
         return TrajectoryBatch(

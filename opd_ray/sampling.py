@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from opd_ray.scoring import takes_logits_to_keep
+
 
 @dataclass
 class SampleOutput:
@@ -87,22 +89,23 @@ def sample(
     top_k: int = 4,
     top_p: float = 1.0,
     vocab_limit: int | None = None,
+    prefill_tokens: int | None = None,
 ) -> SampleOutput:
     """Sample (or decode greedily when `seeds` is None) up to `max_new_tokens` tokens per prompt.
 
     A row ends at any id in `eos_id` (Qwen's generation config lists two). `vocab_limit` keeps the first ids of the
     logits only (the ids student and teacher share, opd_ray/model_files.py). `top_p` < 1 samples from the nucleus
-    (evaluation); the returned log-probs are always those of the full tempered distribution.
+    (evaluation); the returned log-probs are always those of the full tempered distribution. `prefill_tokens`
+    bounds the prompt pass (see `prefill`).
     """
     ids_BP, mask_BP = left_pad(prompts, pad_id)
     batch = ids_BP.shape[0]
     eos_E = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(set(eos_id)), dtype=torch.long)
     seeds_B = None if seeds is None else np.array(seeds, dtype=np.uint64)
     position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids_BP, attention_mask=mask_BP, position_ids=position_BP, use_cache=True)
-    cache, attn = out.past_key_values, mask_BP
+    cache, logits_BV = prefill(model, ids_BP, mask_BP, position_BP, prefill_tokens)
+    logits_BV, attn = logits_BV[:, :vocab_limit].float(), mask_BP
     next_pos_B1 = position_BP[:, -1:] + 1
-    logits_BV = out.logits[:, -1, :vocab_limit].float()
     done_B = torch.zeros(batch, dtype=torch.bool)
     toks, logps, tk_ids, tk_logps, alive = [], [], [], [], []
     for position in range(max_new_tokens):
@@ -134,6 +137,34 @@ def sample(
         topk_ids_BRK=torch.stack(tk_ids, 1).to(torch.int32).numpy(),
         topk_logp_BRK=torch.stack(tk_logps, 1).numpy().astype(np.float32),
     )
+
+
+def prefill(model, ids_BP, mask_BP, position_BP, budget: int | None):
+    """The prompt pass: the KV cache of every row, and the logits of the last position only (B×V, never B×P×V).
+
+    With a token budget below rows × P, rows go through in chunks of at most `budget` tokens and their caches
+    are joined along the batch axis; this bounds the pass's activations (attention scores grow with P²).
+    Only plain DynamicCache layers can be joined: another cache kind (sliding windows, linear attention)
+    takes the whole batch in one pass.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    keep = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
+    rows = len(ids_BP) if not budget else max(1, budget // max(ids_BP.shape[1], 1))
+    outs = []
+    for lo in range(0, len(ids_BP), rows):
+        sl = slice(lo, lo + rows)
+        out = model(input_ids=ids_BP[sl], attention_mask=mask_BP[sl], position_ids=position_BP[sl], use_cache=True,
+                    **keep)
+        outs.append((out.past_key_values, out.logits[:, -1]))
+        if len(outs) == 1 and rows < len(ids_BP) and not all(type(layer) is DynamicLayer
+                                                             for layer in out.past_key_values.layers):
+            return prefill(model, ids_BP, mask_BP, position_BP, None)
+    cache = outs[0][0]
+    for i, layer in enumerate(cache.layers if len(outs) > 1 else ()):
+        layer.keys = torch.cat([c.layers[i].keys for c, _ in outs])
+        layer.values = torch.cat([c.layers[i].values for c, _ in outs])
+    return cache, torch.cat([logits for _, logits in outs])
 
 
 def truncate_at_stops(out: SampleOutput, tokenizer, stops: list[str], pad_id: int) -> SampleOutput:
@@ -168,12 +199,14 @@ class TextSampler:
     eos_ids: list[int]
     stops: tuple[str, ...] = ()
     vocab_limit: int | None = None
+    prefill_tokens: int | None = None  # token budget of the prompt pass (teacher.micro_batch_tokens)
 
     def __call__(self, prompts: list[list[int]], seeds: list[int] | None = None, temperature: float = 1.0,
                  top_p: float = 1.0) -> list[str]:
         pad = self.tokenizer.pad_token_id
         out = sample(self.model, prompts, max_new_tokens=self.max_new_tokens, eos_id=self.eos_ids, pad_id=pad,
-                     seeds=seeds, temperature=temperature, top_p=top_p, vocab_limit=self.vocab_limit)
+                     seeds=seeds, temperature=temperature, top_p=top_p, vocab_limit=self.vocab_limit,
+                     prefill_tokens=self.prefill_tokens)
         return decode_responses(self.tokenizer, truncate_at_stops(out, self.tokenizer, list(self.stops), pad))
 
 

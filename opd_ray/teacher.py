@@ -6,34 +6,47 @@ import time
 import numpy as np
 import torch
 
+from opd_ray import microbatch
 from opd_ray.diagnostics import entropy_BR
 from opd_ray.hf_models import eos_token_ids, load_model, load_tokenizer
 from opd_ray.sampling import TextSampler
-from opd_ray.scoring import gather_BR, gather_BRK, response_logits
+from opd_ray.scoring import gather_BR, gather_BRK, response_logp
 from opd_ray.trajectory import TrajectoryBatch
 
 
 class HFTeacher:
     def __init__(self, model_path: str, *, top_k: int, temperature: float, max_new_tokens: int,
                  logprob_dtype: str = "float16", ship_full_vocab: bool = False, model_options: dict | None = None,
-                 vocab_limit: int | None = None, stop: list[str] = ()):
+                 vocab_limit: int | None = None, stop: list[str] = (),
+                 micro_batch_tokens: int | None = None):
         self.model = load_model(model_path, **(model_options or {}))
         self.tokenizer = load_tokenizer(model_path, (model_options or {}).get("trust_remote_code", False))
         self.temperature, self.max_new_tokens, self.vocab_limit = temperature, max_new_tokens, vocab_limit
+        self.micro_batch_tokens = micro_batch_tokens
         self.texts = TextSampler(self.model, self.tokenizer, max_new_tokens, eos_token_ids(self.model, self.tokenizer),
-                                 tuple(stop), vocab_limit)
+                                 tuple(stop), vocab_limit, micro_batch_tokens)
         self.payload = TeacherPayload(top_k, logprob_dtype, ship_full_vocab)
 
     @torch.no_grad()
     def score(self, batch: TrajectoryBatch) -> TrajectoryBatch:
-        """Adds the teacher's log-prob of each sampled token, at the student's top-k ids, and its own top-k."""
+        """Adds the teacher's log-prob of each sampled token, at the student's top-k ids, and its own top-k.
+
+        Scored in micro-batches of at most `micro_batch_tokens` padded tokens (None: one pass): one micro-batch's
+        B×R×V log-probs exist at a time, and only the compact payload of the others is kept.
+        """
         t0 = time.perf_counter()
-        logits_BRV = response_logits(self.model, batch.prompt_ids_BP, batch.prompt_mask_BP,
-                                     batch.response_ids_BR, batch.response_mask_BR, self.vocab_limit)
-        logp_BRV = torch.log_softmax(logits_BRV / self.temperature, dim=-1)
-        check_finite(logp_BRV, batch.response_mask_BR)
-        return batch.with_teacher(**self.payload.fields(logp_BRV, batch),
-                                  stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
+        parts, vocab = [], None
+        for rows, micro in microbatch.split(batch, self.micro_batch_tokens):
+            logp_BRV = response_logp(self.model, micro, self.temperature, self.vocab_limit, in_place=True)
+            check_finite(logp_BRV, micro.response_mask_BR)
+            vocab = logp_BRV.shape[-1]
+            parts.append((rows, self.payload.fields(logp_BRV, micro)))
+            del logp_BRV  # before the next micro-batch's forward pass
+        if len(parts) == 1 and len(parts[0][0]) == len(batch):
+            fields = parts[0][1]  # the whole batch in one pass: nothing to put back together
+        else:
+            fields = microbatch.scatter(parts, self.payload.padding(vocab), len(batch), batch.response_ids_BR.shape[1])
+        return batch.with_teacher(**fields, stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
         return self.texts(prompts)
@@ -54,16 +67,27 @@ class TeacherPayload:
         self.dtype = {"float16": np.float16, "float32": np.float32}[logprob_dtype]
 
     def fields(self, logp_BRV: torch.Tensor, batch: TrajectoryBatch) -> dict[str, np.ndarray]:
-        valid_BR = torch.as_tensor(batch.response_mask_BR)
-        logp_BRV = torch.where(valid_BR[..., None], logp_BRV, torch.zeros_like(logp_BRV))  # padding: no -inf/NaN
+        """The payload of `batch` from its log-probs; `logp_BRV` is overwritten (zeros on padding) to save a copy."""
+        return self.fields_of(logp_BRV, batch.response_mask_BR, batch.response_ids_BR, batch.student_topk_ids_BRK)
+
+    def padding(self, vocab: int) -> dict[str, np.ndarray]:
+        """The payload at one padding position, as `fields` writes it (for putting micro-batches back together)."""
+        k = min(self.top_k, vocab)
+        fields = self.fields_of(torch.zeros(1, 1, vocab), np.zeros((1, 1), bool), np.zeros((1, 1), np.int32),
+                                np.zeros((1, 1, k), np.int32))
+        return {name: value[0, 0] for name, value in fields.items()}
+
+    def fields_of(self, logp_BRV: torch.Tensor, mask_BR, response_ids_BR, student_topk_ids_BRK) -> dict[str, np.ndarray]:
+        valid_BR = torch.as_tensor(np.asarray(mask_BR, dtype=bool))
+        logp_BRV = logp_BRV.masked_fill_(~valid_BR[..., None], 0.0)  # padding: no -inf/NaN
         top_logp, top_ids = logp_BRV.topk(min(self.top_k, logp_BRV.shape[-1]), dim=-1)
         pack = lambda t: t.detach().float().cpu().numpy().astype(self.dtype)  # noqa: E731
         out = {
-            "teacher_logp_BR": pack(gather_BR(logp_BRV, batch.response_ids_BR)),
-            "teacher_logp_at_student_topk_BRK": pack(gather_BRK(logp_BRV, batch.student_topk_ids_BRK)),
+            "teacher_logp_BR": pack(gather_BR(logp_BRV, response_ids_BR)),
+            "teacher_logp_at_student_topk_BRK": pack(gather_BRK(logp_BRV, student_topk_ids_BRK)),
             "teacher_topk_ids_BRK": top_ids.to(torch.int32).numpy(),
             "teacher_topk_logp_BRK": pack(top_logp),
-            "teacher_entropy_BR": pack(entropy_BR(logp_BRV.double())),
+            "teacher_entropy_BR": pack(entropy_BR(logp_BRV, torch.float64)),
         }
         if self.ship_full_vocab:
             out["teacher_full_logp_BRV"] = pack(logp_BRV)

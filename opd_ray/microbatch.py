@@ -86,9 +86,6 @@ def scatter(parts: list[tuple[np.ndarray, dict[str, np.ndarray]]], fill: dict[st
     """
     out = {}
     for name, pad in fill.items():
-        if pad is None:
-            out[name] = None
-            continue
         out[name] = np.broadcast_to(pad, (n_rows, width) + pad.shape).copy()
         for rows, arrays in parts:
             value = arrays[name]

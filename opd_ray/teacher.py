@@ -37,7 +37,7 @@ class HFTeacher:
         t0 = time.perf_counter()
         parts, vocab = [], None
         for rows, micro in microbatch.split(batch, self.micro_batch_tokens):
-            logp_BRV = response_logp(self.model, micro, self.temperature, self.vocab_limit, in_place=True)
+            logp_BRV = response_logp(self.model, micro, self.temperature, self.vocab_limit)
             check_finite(logp_BRV, micro.response_mask_BR)
             vocab = logp_BRV.shape[-1]
             parts.append((rows, self.payload.fields(logp_BRV, micro)))

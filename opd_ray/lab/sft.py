@@ -25,9 +25,13 @@ def encode_example(tokenizer, problem: Problem, cot: str = "forward") -> tuple[l
 
 def make_batch(tokenizer, problems: list[Problem],
                cot: str = "forward") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    encoded = [encode_example(tokenizer, p, cot) for p in problems]
+    return pad_batch([encode_example(tokenizer, p, cot) for p in problems], tokenizer.pad_token_id)
+
+
+def pad_batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (ids, attention mask, labels) of [(token ids, prompt length)]; prompts and padding are -100."""
     width = max(len(ids) for ids, _ in encoded)
-    ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     for i, (seq, n_prompt) in enumerate(encoded):
@@ -75,15 +79,23 @@ def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *,
     `cot` format (task.COT_FORMATS); returns the loss curve."""
     gen = torch.Generator().manual_seed(seed)
     weights = torch.tensor([w for w, _ in mixture])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    return sft_loop(model, lambda step: make_batch(
+        tokenizer, sft_batch_problems(mixture, weights, gen, step, batch_size, seed), cot), steps=steps, lr=lr,
+        desc=desc)
+
+
+def sft_loop(model, batch_at, *, steps: int, lr: float, desc: str, log_every: int = 100,
+             weight_decay: float = 0.01) -> list[float]:
+    """AdamW with a 5% linear warm-up and a cosine decay over `steps` batches `batch_at(step)` = (ids, mask,
+    labels); gradients clipped at 1. Returns the loss curve."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     losses, t0 = [], time.time()
     for step in (bar := tqdm(range(steps), desc=desc, mininterval=5)):
-        ids, mask, labels = make_batch(tokenizer, sft_batch_problems(mixture, weights, gen, step, batch_size, seed),
-                                       cot)
+        ids, mask, labels = batch_at(step)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -91,6 +103,7 @@ def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *,
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if step % 100 == 0:
+        if step % log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", s=f"{time.time() - t0:.0f}")
+    model.eval()
     return losses

@@ -1,0 +1,188 @@
+"""The real lab: SmolLM2-135M-Instruct fine-tuned into a teacher and a student on sums asked in words.
+
+    python -m opd_ray.lab.real_lab --base models/SmolLM2-135M-Instruct --out models      (what `make real-lab` runs)
+
+It writes, into the git-ignored models/:
+- models/sums_chat/{train,easy,hard}.jsonl: the OPD prompts and the two held-out evaluation sets, as chat
+  messages with a reference answer (the `dataset` task reads them; configs/smollm2_cpu.yaml);
+- models/smollm2-sums-teacher: the released model after SFT on 2-5 term sums;
+- models/smollm2-sums-student: the released model after a light SFT on 2-3 term sums only: it knows the format
+  and the skill but has never chained more than two additions (a partly competent student, the paper's
+  setting), so OPD has a gap to close on 4-5 terms.
+
+A problem asks "What is 23 plus 45 plus 67?"; the chain of thought adds one term per line and boxes the sum
+("23+45=68\\n68+67=135\\n\\boxed{135}"), so math-verify grades it. The released model has never seen this
+format. Everything is seeded and runs on 2 threads, so a rebuild gives the same weights; a model whose
+folder already holds a card is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from opd_ray.hf_models import eos_token_ids, load_model, load_tokenizer
+from opd_ray.lab.sft import pad_batch, sft_loop
+from opd_ray.sampling import decode_responses, sample
+from opd_ray.verifiers import math_verify_reward
+
+SYSTEM_PROMPT = "Add the numbers step by step."  # short: SmolLM2's default system prompt costs ~30 tokens
+EASY, HARD = (2, 3), (4, 5)
+# name: (seed, n_terms range, size); held out: no training draw can equal one of them
+EVAL_SETS = {"hard": (700_002, HARD, 64), "easy": (700_001, EASY, 32)}
+TRAIN_PROMPTS = 2048
+SFT_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Recipe:
+    mixture: tuple[tuple[float, tuple[int, int]], ...]  # (weight, n_terms range)
+    steps: int
+    lr: float
+    seed: int
+
+
+RECIPES = {
+    # measured: 40 such steps took the released model from 6% to 81% greedy on 32 hard problems (~16 s a step)
+    "smollm2-sums-student": Recipe(((1.0, EASY),), steps=25, lr=1e-4, seed=12),
+    "smollm2-sums-teacher": Recipe(((0.3, EASY), (0.7, HARD)), steps=60, lr=1e-4, seed=11),
+}
+
+
+@dataclass(frozen=True)
+class Sum:
+    terms: tuple[int, ...]
+
+    @property
+    def question(self) -> str:
+        return "What is " + " plus ".join(map(str, self.terms)) + "?"
+
+    @property
+    def answer(self) -> int:
+        return sum(self.terms)
+
+    @property
+    def solution(self) -> str:
+        lines, running = [], self.terms[0]
+        for term in self.terms[1:]:
+            lines.append(f"{running}+{term}={running + term}")
+            running += term
+        return "\n".join(lines) + f"\n\\boxed{{{running}}}"
+
+    def messages(self) -> list[dict]:
+        """The prompt as the `dataset` task reads it (configs/smollm2_cpu.yaml adds SYSTEM_PROMPT)."""
+        return [{"role": "user", "content": self.question}]
+
+
+def sample_sums(seed: int, count: int, n_terms: tuple[int, int]) -> list[Sum]:
+    rng = random.Random(seed)
+    return [Sum(tuple(rng.randint(10, 99) for _ in range(rng.randint(*n_terms)))) for _ in range(count)]
+
+
+def eval_sets() -> dict[str, list[Sum]]:
+    return {name: sample_sums(seed, size, n_terms) for name, (seed, n_terms, size) in EVAL_SETS.items()}
+
+
+def held_out() -> set[str]:
+    return {s.question for sums in eval_sets().values() for s in sums}
+
+
+def train_prompts(seed: int = 0) -> list[Sum]:
+    """The OPD prompt set: the hard range and 10% easy, never a held-out question."""
+    n_easy = TRAIN_PROMPTS // 10
+    sums = sample_sums(10_000 + seed, TRAIN_PROMPTS - n_easy, HARD) + sample_sums(20_000 + seed, n_easy, EASY)
+    random.Random(seed).shuffle(sums)
+    banned = held_out()
+    return [s for s in sums if s.question not in banned]
+
+
+def write_task_files(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, sums in {"train": train_prompts(), **eval_sets()}.items():
+        rows = [json.dumps({"prompt": s.messages(), "answer": str(s.answer)}) for s in sums]
+        (out / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
+
+
+def prompt_ids(tokenizer, problem: Sum) -> list[int]:
+    """The prompt exactly as the `dataset` task renders it with data.system_prompt = SYSTEM_PROMPT."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *problem.messages()]
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False))
+
+
+def encode(tokenizer, problem: Sum, end_id: int) -> tuple[list[int], int]:
+    prompt = prompt_ids(tokenizer, problem)
+    return prompt + tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [end_id], len(prompt)
+
+
+def sft_sums(recipe: Recipe, step: int) -> list[Sum]:
+    """The batch of SFT step `step`: each row's range drawn by weight, then a seeded problem; never held out."""
+    rng, banned = random.Random(recipe.seed * 1_000_003 + step), held_out()
+    weights = [w for w, _ in recipe.mixture]
+    batch = []
+    while len(batch) < SFT_BATCH:
+        n_terms = rng.choices([r for _, r in recipe.mixture], weights)[0]
+        s = Sum(tuple(rng.randint(10, 99) for _ in range(rng.randint(*n_terms))))
+        if s.question not in banned:
+            batch.append(s)
+    return batch
+
+
+def accuracy(model, tokenizer, sums: list[Sum], batch: int = 32, max_new_tokens: int = 64) -> float:
+    """Greedy accuracy, graded by math-verify as the OPD run grades it."""
+    eos, correct = eos_token_ids(model, tokenizer), 0
+    for lo in range(0, len(sums), batch):
+        chunk = sums[lo: lo + batch]
+        with torch.no_grad():
+            out = sample(model, [prompt_ids(tokenizer, s) for s in chunk], max_new_tokens=max_new_tokens, eos_id=eos,
+                         pad_id=tokenizer.pad_token_id, seeds=None)
+        correct += sum(math_verify_reward(r, str(s.answer)) for s, r in zip(chunk, decode_responses(tokenizer, out)))
+    return correct / len(sums)
+
+
+def build_one(name: str, base: Path, out: Path) -> dict:
+    recipe = RECIPES[name]
+    torch.manual_seed(recipe.seed)
+    tokenizer, model = load_tokenizer(str(base)), load_model(str(base))
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")  # the chat template's end of turn, SmolLM2's EOS
+    t0 = time.time()
+    losses = sft_loop(model, lambda step: pad_batch([encode(tokenizer, s, end_id) for s in sft_sums(recipe, step)],
+                                                    tokenizer.pad_token_id),
+                      steps=recipe.steps, lr=recipe.lr, desc=name, log_every=10, weight_decay=0.0)
+    card = {"name": name, "base": str(base), "sft_steps": recipe.steps, "sft_batch": SFT_BATCH, "lr": recipe.lr,
+            "mixture": recipe.mixture, "seed": recipe.seed, "first_loss": losses[0], "final_loss": losses[-1],
+            "train_s": round(time.time() - t0, 1)}
+    t0 = time.time()
+    card.update({f"{k}_acc": accuracy(model, tokenizer, v) for k, v in eval_sets().items()},
+                eval_s=round(time.time() - t0, 1))
+    model.save_pretrained(out / name, safe_serialization=True)
+    tokenizer.save_pretrained(out / name)
+    (out / name / "lab_card.json").write_text(json.dumps(card, indent=2) + "\n")  # last: marks the build done
+    return card
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="models/SmolLM2-135M-Instruct", type=Path)
+    parser.add_argument("--out", default="models", type=Path)
+    parser.add_argument("--only", choices=sorted(RECIPES), nargs="*", default=list(RECIPES))
+    args = parser.parse_args()
+    if not (args.base / "config.json").exists():
+        raise SystemExit(f"--base {args.base}: no HF model there; run `make real-models` first")
+    torch.set_num_threads(2)
+    write_task_files(args.out / "sums_chat")
+    for name in args.only:
+        if (args.out / name / "lab_card.json").exists():
+            print(f"{name}: exists in {args.out / name}, skipped")
+            continue
+        card = build_one(name, args.base, args.out)
+        print(f"{name}: easy {card['easy_acc']:.3f}  hard {card['hard_acc']:.3f}  "
+              f"(SFT {card['train_s']} s, eval {card['eval_s']} s)")
+
+
+if __name__ == "__main__":
+    main()

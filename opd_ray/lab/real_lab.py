@@ -28,6 +28,7 @@ import torch
 
 from opd_ray.hf_models import eos_token_ids, load_model, load_tokenizer
 from opd_ray.lab.sft import pad_batch, sft_loop
+from opd_ray.lab.task import running_sum_steps
 from opd_ray.sampling import decode_responses, sample
 from opd_ray.verifiers import math_verify_reward
 
@@ -68,11 +69,8 @@ class Sum:
 
     @property
     def solution(self) -> str:
-        lines, running = [], self.terms[0]
-        for term in self.terms[1:]:
-            lines.append(f"{running}+{term}={running + term}")
-            running += term
-        return "\n".join(lines) + f"\n\\boxed{{{running}}}"
+        lines = [f"{a}+{b}={c}" for a, b, c in running_sum_steps(self.terms)]
+        return "\n".join(lines) + f"\n\\boxed{{{self.answer}}}"
 
     def messages(self) -> list[dict]:
         """The prompt as the `dataset` task reads it (configs/smollm2_cpu.yaml adds SYSTEM_PROMPT)."""
@@ -88,8 +86,8 @@ def eval_sets() -> dict[str, list[Sum]]:
     return {name: sample_sums(seed, size, n_terms) for name, (seed, n_terms, size) in EVAL_SETS.items()}
 
 
-def held_out() -> set[str]:
-    return {s.question for sums in eval_sets().values() for s in sums}
+def held_out() -> frozenset[str]:
+    return frozenset(s.question for sums in eval_sets().values() for s in sums)
 
 
 def train_prompts(seed: int = 0) -> list[Sum]:
@@ -119,9 +117,10 @@ def encode(tokenizer, problem: Sum, end_id: int) -> tuple[list[int], int]:
     return prompt + tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [end_id], len(prompt)
 
 
-def sft_sums(recipe: Recipe, step: int) -> list[Sum]:
-    """The batch of SFT step `step`: each row's range drawn by weight, then a seeded problem; never held out."""
-    rng, banned = random.Random(recipe.seed * 1_000_003 + step), held_out()
+def sft_sums(recipe: Recipe, step: int, banned: frozenset[str]) -> list[Sum]:
+    """The batch of SFT step `step`: each row's range drawn by weight, then a seeded problem; never a `banned`
+    (held-out) question."""
+    rng = random.Random(recipe.seed * 1_000_003 + step)
     weights = [w for w, _ in recipe.mixture]
     batch = []
     while len(batch) < SFT_BATCH:
@@ -150,9 +149,12 @@ def build_one(name: str, base: Path, out: Path) -> dict:
     tokenizer, model = load_tokenizer(str(base)), load_model(str(base))
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")  # the chat template's end of turn, SmolLM2's EOS
     t0 = time.time()
-    losses = sft_loop(model, lambda step: pad_batch([encode(tokenizer, s, end_id) for s in sft_sums(recipe, step)],
-                                                    tokenizer.pad_token_id),
-                      steps=recipe.steps, lr=recipe.lr, desc=name, log_every=10, weight_decay=0.0)
+    banned = held_out()
+
+    def batch_at(step: int):
+        return pad_batch([encode(tokenizer, s, end_id) for s in sft_sums(recipe, step, banned)], tokenizer.pad_token_id)
+
+    losses = sft_loop(model, batch_at, steps=recipe.steps, lr=recipe.lr, desc=name, log_every=10, weight_decay=0.0)
     card = {"name": name, "base": str(base), "sft_steps": recipe.steps, "sft_batch": SFT_BATCH, "lr": recipe.lr,
             "mixture": recipe.mixture, "seed": recipe.seed, "first_loss": losses[0], "final_loss": losses[-1],
             "train_s": round(time.time() - t0, 1)}

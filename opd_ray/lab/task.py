@@ -35,11 +35,7 @@ class Problem:
     @property
     def solution(self) -> str:
         """The reference chain of thought followed by the final answer."""
-        steps, running = [], self.terms[0]
-        for term in self.terms[1:]:
-            steps.append(f"{running}+{term}={running + term};")
-            running += term
-        return "".join(steps) + f"#{running}"
+        return "".join(f"{a}+{b}={c};" for a, b, c in running_sum_steps(self.terms)) + f"#{self.answer}"
 
     def solution_in(self, cot: str) -> str:
         """The chain of thought in one of COT_FORMATS.
@@ -55,6 +51,15 @@ class Problem:
 
 
 COT_FORMATS = ("forward", "reverse")
+
+
+def running_sum_steps(terms: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """(running sum, next term, new running sum) for each addition of a left-to-right chain of thought."""
+    steps, running = [], terms[0]
+    for term in terms[1:]:
+        steps.append((running, term, running + term))
+        running += term
+    return steps
 
 
 def sample_problem(rng: random.Random, n_terms: int) -> Problem:

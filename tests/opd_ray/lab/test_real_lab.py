@@ -29,12 +29,12 @@ def test_no_training_draw_is_a_held_out_question():
     assert len(held_out) == sum(size for _, _, size in real_lab.EVAL_SETS.values())
     assert not held_out & {s.question for s in real_lab.train_prompts()}
     for recipe in real_lab.RECIPES.values():
-        drawn = {s.question for step in range(recipe.steps) for s in real_lab.sft_sums(recipe, step)}
+        drawn = {s.question for step in range(recipe.steps) for s in real_lab.sft_sums(recipe, step, held_out)}
         assert not held_out & drawn
-        ranges = {len(s.terms) for step in range(recipe.steps) for s in real_lab.sft_sums(recipe, step)}
+        ranges = {len(s.terms) for step in range(recipe.steps) for s in real_lab.sft_sums(recipe, step, held_out)}
         assert ranges <= {n for _, (lo, hi) in recipe.mixture for n in range(lo, hi + 1)}
-    assert real_lab.sft_sums(real_lab.RECIPES["smollm2-sums-student"], 3) == real_lab.sft_sums(
-        real_lab.RECIPES["smollm2-sums-student"], 3)  # seeded
+    student = real_lab.RECIPES["smollm2-sums-student"]
+    assert real_lab.sft_sums(student, 3, held_out) == real_lab.sft_sums(student, 3, held_out)  # seeded
 
 
 def test_the_sft_prompts_are_exactly_what_the_opd_run_renders(smollm2, tmp_path):

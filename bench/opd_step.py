@@ -9,7 +9,7 @@ trains, it samples the CPU time of every Ray actor process under the job (psutil
 per wall second per actor over the training steps. The FLOP rate counts 2*N_student per generated token,
 2*N_teacher per scored token and 6*N_student per trained token (response tokens; the prompts are short here),
 divided by the step time, and is set against a float32 matmul's rate on this machine at the same thread count.
-It then times the lab default at 3 batch sizes and 3 response lengths. Run it on an idle machine.
+It then times the lab default on a grid of 3 batch sizes x 3 response lengths. Run it on an idle machine.
 """
 from __future__ import annotations
 
@@ -159,6 +159,21 @@ def compare(other: Path, runs: int, steps: int, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def cost_growth(extra: list[str], steps: int) -> list[dict]:
+    """The lab default's step at 3 batch sizes x 3 response lengths: s/step, tokens/step, and s per 1k tokens
+    (flat or falling along a row or column means the cost grows linearly or better)."""
+    grid = []
+    for prompts in (16, 32, 64):
+        for new_tokens in (14, 28, 56):
+            stats = run_job([f"data.prompts_per_step={prompts}", f"rollout.max_new_tokens={new_tokens}", *extra], steps)
+            grid.append({"prompts_per_step": prompts, "max_new_tokens": new_tokens, "s_per_step": stats["time/step_s"],
+                         "tokens_per_step": stats["tokens_per_step"],
+                         "s_per_1k_tokens": 1000 * stats["time/step_s"] / stats["tokens_per_step"]})
+            print(f"prompts {prompts} x {new_tokens} new tokens: {stats['time/step_s']:.3f} s/step, "
+                  f"{grid[-1]['s_per_1k_tokens']:.3f} s per 1k tokens", flush=True)
+    return grid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -185,13 +200,7 @@ def main() -> None:
             print(f"{name}: {result[name]['median']['time/step_s']:.3f} s/step, "
                   f"{result[name]['median']['tokens_per_s']:.0f} tokens/s, utilisation "
                   f"{result[name]['utilisation']:.1%}", flush=True)
-    growth = {}
-    for label, override in [("prompts_per_step", f"data.prompts_per_step={b}") for b in (16, 32, 64)] + \
-                           [("max_new_tokens", f"rollout.max_new_tokens={r}") for r in (14, 28, 56)]:
-        stats = run_job([override, *args.extra], max(10, args.steps // 2))
-        growth[override] = {"s_per_step": stats["time/step_s"], "tokens_per_step": stats["tokens_per_step"]}
-        print(f"{override}: {stats['time/step_s']:.3f} s/step", flush=True)
-    result["cost_growth"] = growth
+    result["cost_growth"] = cost_growth(args.extra, max(10, args.steps // 2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

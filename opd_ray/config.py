@@ -89,6 +89,9 @@ class RolloutConfig:
     max_new_tokens: int = 56
     temperature: float = 1.0  # student log-probs are taken at this temperature too
     cpus_per_engine: float = 1.0
+    # each engine's share of a step is sampled as this many shards in turn; the teacher scores a shard as soon as it
+    # is sampled, while the engine samples the next (opd_ray/controller.py launch_rollouts)
+    shards_per_engine: int = 1
     stop: list[str] = field(default_factory=list)  # a response also ends at these strings (and at every EOS id)
     # how new weights reach the engines: object_store | nccl | ipc | gloo | auto (opd_ray/weight_sync.py, docs/vllm.md)
     weight_sync: str = "object_store"
@@ -335,6 +338,7 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(cfg.learner.max_restarts >= 0, "learner.max_restarts", "must be >= 0")
     _check(cfg.pipeline.max_actor_restarts >= 0, "pipeline.max_actor_restarts", "must be >= 0")
     _check(cfg.learner.warmup_steps >= 0, "learner.warmup_steps", "must be >= 0")
+    _check(cfg.rollout.shards_per_engine >= 1, "rollout.shards_per_engine", "must be >= 1")
     _check(cfg.pipeline.max_staleness >= 0, "pipeline.max_staleness", "must be >= 0")
     _check(cfg.pipeline.threads in THREAD_POLICIES, "pipeline.threads",
            f"must be one of {THREAD_POLICIES}, got {cfg.pipeline.threads!r}")

@@ -95,12 +95,14 @@ class TrajectoryQueue:
 
 def launch_rollouts(actors, stream: PromptStream, cfg: OPDConfig, version: int,
                     stale: set[int] = frozenset()) -> InFlight:
-    """Split the next prompts (`tasks.Example`s) across the up-to-date engines, chain each shard into a teacher;
-    nothing waits. The engines also verify each response against its example's answer."""
+    """Split the next prompts (`tasks.Example`s) into `rollout.shards_per_engine` shards per up-to-date engine and
+    chain each shard into a teacher; nothing waits. An engine samples its shards in turn, so a teacher scores one
+    while the engine samples the next. The engines also verify each response against its example's answer."""
     items = stream.next_batch(cfg.data.prompts_per_step)
     engines = [i for i in range(len(actors.rollouts)) if i not in stale]
-    shards = [fleet.launch_shard(actors, items[k::len(engines)], e, k % len(actors.teachers), version, cfg)
-              for k, e in enumerate(engines) if items[k::len(engines)]]
+    n = len(engines) * cfg.rollout.shards_per_engine
+    shards = [fleet.launch_shard(actors, items[k::n], engines[k % len(engines)], k % len(actors.teachers), version, cfg)
+              for k in range(n) if items[k::n]]
     return InFlight(shards, version)
 
 

@@ -1,7 +1,7 @@
 """Fleet health: rollout engines and teacher servers that die or hang are replaced, and their work re-issued.
 
-DESIGN.md invariant 3. A step's rollouts travel as *shards*: one engine's share of the prompts, chained into
-one teacher. When a shard fails,
+DESIGN.md invariant 3. A step's rollouts travel as *shards*: one engine's share of the prompts (or a part of it:
+`rollout.shards_per_engine`), chained into one teacher. When a shard fails,
 
 - the culprit is named: the engine if its `generate` never finished, else the teacher (a death carries the
   dead actor's id; a hang is a missed `pipeline.rollout_timeout_s` + `pipeline.teacher_timeout_s`);
@@ -30,7 +30,7 @@ class FleetError(RuntimeError):
 
 @dataclass
 class Shard:
-    """One engine's share of a step's prompts, chained into one teacher server."""
+    """One engine's share of a step's prompts (or a part of it), chained into one teacher server."""
     items: list[tuple[TrajId, object]]  # (traj_id, tasks.Example)
     engine: int
     teacher: int

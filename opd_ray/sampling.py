@@ -96,47 +96,98 @@ def sample(
     A row ends at any id in `eos_id` (Qwen's generation config lists two). `vocab_limit` keeps the first ids of the
     logits only (the ids student and teacher share, opd_ray/model_files.py). `top_p` < 1 samples from the nucleus
     (evaluation); the returned log-probs are always those of the full tempered distribution. `prefill_tokens`
-    bounds the prompt pass (see `prefill`).
+    bounds the prompt pass (see `prefill`). Rows that ended leave the batch (`ActiveRows`), so the decode passes
+    cost what the live rows need; after its end a row holds pad ids, log-prob 0 and a placeholder top-k.
     """
     ids_BP, mask_BP = left_pad(prompts, pad_id)
-    batch = ids_BP.shape[0]
     eos_E = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(set(eos_id)), dtype=torch.long)
-    seeds_B = None if seeds is None else np.array(seeds, dtype=np.uint64)
     position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
-    cache, logits_BV = prefill(model, ids_BP, mask_BP, position_BP, prefill_tokens)
-    logits_BV, attn = logits_BV[:, :vocab_limit].float(), mask_BP
-    next_pos_B1 = position_BP[:, -1:] + 1
-    done_B = torch.zeros(batch, dtype=torch.bool)
-    toks, logps, tk_ids, tk_logps, alive = [], [], [], [], []
+    cache, logits_AV = prefill(model, ids_BP, mask_BP, position_BP, prefill_tokens)
+    logits_AV = logits_AV[:, :vocab_limit].float()
+    rows = ActiveRows(cache, mask_BP, position_BP[:, -1:] + 1, seeds, pad_id)
+    out = Responses(len(prompts), max_new_tokens, min(top_k, logits_AV.shape[-1]), logits_AV.shape[-1], pad_id)
     for position in range(max_new_tokens):
-        logp_BV = torch.log_softmax(logits_BV / temperature, dim=-1)
-        if seeds_B is None:
-            tok_B = logp_BV.argmax(-1)
+        logp_AV = torch.log_softmax(logits_AV / temperature, dim=-1)
+        if rows.seeds_A is None:
+            tok_A = logp_AV.argmax(-1)
         else:
-            probs_BV = (logp_BV if top_p >= 1.0 else nucleus_logp(logp_BV, top_p)).exp()
-            tok_B = inverse_cdf_sample(probs_BV, position_uniforms(seeds_B, position))
-        tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
-        kv, ki = logp_BV.topk(min(top_k, logp_BV.shape[-1]), dim=-1)
-        alive.append(~done_B)
-        toks.append(tok_B)
-        logps.append(logp_BV.gather(-1, tok_B[:, None])[:, 0].masked_fill(done_B, 0.0))
-        tk_ids.append(ki)
-        tk_logps.append(kv)
-        done_B = done_B | torch.isin(tok_B, eos_E)
-        if bool(done_B.all()):
+            probs_AV = (logp_AV if top_p >= 1.0 else nucleus_logp(logp_AV, top_p)).exp()
+            tok_A = inverse_cdf_sample(probs_AV, position_uniforms(rows.seeds_A, position))
+        live_A = ~rows.ended_A
+        out.record(rows.index_A[live_A], position, tok_A[live_A], logp_AV[live_A])
+        rows.ended_A |= torch.isin(tok_A, eos_E)
+        if bool(rows.ended_A.all()):
             break
-        attn = torch.cat([attn, torch.ones((batch, 1), dtype=attn.dtype)], dim=1)
-        out = model(input_ids=tok_B[:, None], attention_mask=attn, position_ids=next_pos_B1,
-                    past_key_values=cache, use_cache=True)
-        cache, next_pos_B1 = out.past_key_values, next_pos_B1 + 1
-        logits_BV = out.logits[:, -1, :vocab_limit].float()
-    return SampleOutput(
-        response_ids_BR=torch.stack(toks, 1).to(torch.int32).numpy(),
-        response_mask_BR=torch.stack(alive, 1).numpy(),
-        logp_BR=torch.stack(logps, 1).numpy().astype(np.float32),
-        topk_ids_BRK=torch.stack(tk_ids, 1).to(torch.int32).numpy(),
-        topk_logp_BRK=torch.stack(tk_logps, 1).numpy().astype(np.float32),
-    )
+        logits_AV = rows.step(model, rows.next_input(tok_A))[:, -1, :vocab_limit].float()
+    return out.output()
+
+
+class ActiveRows:
+    """The rows still in the decode batch: their original index, KV cache, attention mask, next position, seed.
+
+    Rows that ended are dropped from all of these (the cache's batch axis included) once they are at least an
+    eighth of the batch, so the index_select is paid a few times per batch, not at every end. Until then, and
+    for caches other than plain DynamicCache layers (sliding windows, linear attention), which keep every row, an
+    ended row decodes pad tokens whose results are never recorded.
+    """
+
+    def __init__(self, cache, mask_AT: torch.Tensor, next_pos_A1: torch.Tensor, seeds: list[int] | None, pad_id: int):
+        from transformers.cache_utils import DynamicLayer
+
+        self.cache, self.mask_AT, self.next_pos_A1, self.pad_id = cache, mask_AT, next_pos_A1, pad_id
+        self.seeds_A = None if seeds is None else np.array(seeds, dtype=np.uint64)
+        self.index_A = torch.arange(len(mask_AT))
+        self.ended_A = torch.zeros(len(mask_AT), dtype=torch.bool)
+        self.can_drop = all(type(layer) is DynamicLayer for layer in cache.layers)
+
+    def next_input(self, tok_A: torch.Tensor) -> torch.Tensor:
+        """Each kept row's next input token (pad for an ended row), after dropping ended rows if enough ended."""
+        if self.can_drop and int(self.ended_A.sum()) * 8 >= len(self.ended_A):
+            keep_A = (~self.ended_A).nonzero()[:, 0]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[keep_A], layer.values[keep_A]
+            self.mask_AT, self.next_pos_A1 = self.mask_AT[keep_A], self.next_pos_A1[keep_A]
+            self.index_A, self.ended_A, tok_A = self.index_A[keep_A], self.ended_A[keep_A], tok_A[keep_A]
+            if self.seeds_A is not None:
+                self.seeds_A = self.seeds_A[keep_A.numpy()]
+        return torch.where(self.ended_A, torch.full_like(tok_A, self.pad_id), tok_A)
+
+    def step(self, model, tok_A: torch.Tensor) -> torch.Tensor:
+        """One decode pass of the kept rows; their logits (A×1×V)."""
+        self.mask_AT = torch.cat([self.mask_AT, torch.ones((len(self.mask_AT), 1), dtype=self.mask_AT.dtype)], dim=1)
+        out = model(input_ids=tok_A[:, None], attention_mask=self.mask_AT, position_ids=self.next_pos_A1,
+                    past_key_values=self.cache, use_cache=True)
+        self.cache, self.next_pos_A1 = out.past_key_values, self.next_pos_A1 + 1
+        return out.logits
+
+
+class Responses:
+    """A whole batch's output arrays, filled one position at a time at the rows still decoding. After a row's end
+    it holds pad ids, log-prob 0 and distinct top-k ids at a uniform log-prob (masked arithmetic stays finite)."""
+
+    def __init__(self, batch: int, max_new_tokens: int, k: int, vocab: int, pad_id: int):
+        self.ids_BR = torch.full((batch, max_new_tokens), pad_id, dtype=torch.int32)
+        self.mask_BR = torch.zeros((batch, max_new_tokens), dtype=torch.bool)
+        self.logp_BR = torch.zeros((batch, max_new_tokens))
+        self.topk_ids_BRK = torch.arange(k, dtype=torch.int32).repeat(batch, max_new_tokens, 1)
+        self.topk_logp_BRK = torch.full((batch, max_new_tokens, k), -float(np.log(vocab)))
+        self.length = 0
+
+    def record(self, rows_L: torch.Tensor, position: int, tok_L: torch.Tensor, logp_LV: torch.Tensor) -> None:
+        topk_logp_LK, topk_ids_LK = logp_LV.topk(self.topk_ids_BRK.shape[-1], dim=-1)
+        self.ids_BR[rows_L, position] = tok_L.to(torch.int32)
+        self.mask_BR[rows_L, position] = True
+        self.logp_BR[rows_L, position] = logp_LV.gather(-1, tok_L[:, None])[:, 0]
+        self.topk_ids_BRK[rows_L, position] = topk_ids_LK.to(torch.int32)
+        self.topk_logp_BRK[rows_L, position] = topk_logp_LK
+        self.length = position + 1
+
+    def output(self) -> SampleOutput:
+        r = self.length
+        return SampleOutput(
+            response_ids_BR=self.ids_BR[:, :r].numpy(), response_mask_BR=self.mask_BR[:, :r].numpy(),
+            logp_BR=self.logp_BR[:, :r].numpy().astype(np.float32),
+            topk_ids_BRK=self.topk_ids_BRK[:, :r].numpy(), topk_logp_BRK=self.topk_logp_BRK[:, :r].numpy())
 
 
 def prefill(model, ids_BP, mask_BP, position_BP, budget: int | None):

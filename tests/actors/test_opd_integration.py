@@ -80,9 +80,33 @@ def test_opd_steps_with_vllm_engines(ray_cluster, tiny_lab, tmp_path):
 
 
 def test_pipelined_rollouts_respect_max_staleness(ray_cluster, tiny_lab, tmp_path):
-    """max_staleness=1: the next batch is sampled while the learner trains, one version behind at most."""
+    """max_staleness=1: the next batch is sampled while the learner trains, one version behind at most; two shards
+    per engine, so the teacher scores the first while the engine samples the second."""
     cfg = tiny_cfg(tiny_lab, "run.steps=4", "data.prompts_per_step=8", "pipeline.max_staleness=1",
-                   "learner.cpus_per_rank=0.5")
+                   "learner.cpus_per_rank=0.5", "rollout.shards_per_engine=2")
     actors, state, seen = train_with_actors(cfg, tmp_path, "pipe-")
     assert [m["staleness"] for m in seen] == [0, 1, 1, 1]
     assert len(state.consumed) == 4 * 8 and state.refused_stale == 0
+
+
+def test_an_engine_samples_its_shards_in_turn_and_each_is_scored(ray_cluster, tiny_lab):
+    """rollout.shards_per_engine=3: one engine's 8 prompts go out as shards of 3, 3 and 2, each chained into the
+    teacher on its own; every trajectory is sampled exactly as in one whole batch (its seed, not its batch, decides)."""
+    from actors.group import create_actors
+    from opd_ray import fleet
+    from opd_ray.data import PromptStream
+
+    one = tiny_cfg(tiny_lab, "data.prompts_per_step=8", "learner.cpus_per_rank=0.5")
+    three = tiny_cfg(tiny_lab, "data.prompts_per_step=8", "learner.cpus_per_rank=0.5", "rollout.shards_per_engine=3")
+    actors = create_actors(one, name_prefix="shards-")
+    controller.get(actors.ready_refs(), 600, "startup")
+    prompts = build_task(one, load_tokenizer(one.model.student)).train[:8]
+    responses = {}
+    for cfg in (one, three):
+        item = controller.launch_rollouts(actors, PromptStream(prompts, 1, 0), cfg, 0)
+        batches = fleet.collect(actors, item.shards, 0, fleet.FleetHealth(), set(), cfg)
+        assert [len(b.traj_ids) for b in batches] == ([8] if cfg is one else [3, 3, 2])
+        assert all(b.teacher_logp_BR is not None and "teacher" in b.stage_s for b in batches)
+        responses[cfg.rollout.shards_per_engine] = {
+            t: b.response_ids_BR[i][b.response_mask_BR[i]].tolist() for b in batches for i, t in enumerate(b.traj_ids)}
+    assert len(responses[1]) == 8 and responses[3] == responses[1]

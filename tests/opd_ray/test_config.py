@@ -38,6 +38,7 @@ def test_every_config_loads(path):
     ("data.train_n_terms=[5,4]", "data.train_n_terms"),
     ("learner.num_ranks=1000", "learner.num_ranks"),
     ("placement.teacher.node_labels=[a]", "placement.teacher.node_labels"),  # a list where a mapping goes
+    ("rollout.shards_per_engine=0", "rollout.shards_per_engine"),
     ("objective.support=both", "objective.support"),
     ("objective.weights=softmax", "objective.weights"),
     ("objective.beta=1.5", "objective.beta"),

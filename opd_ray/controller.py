@@ -70,15 +70,26 @@ class LoopState:
 
 class TrajectoryQueue:
     """A bounded queue of in-flight rollout batches. With max_staleness s, at most s+1 batches are in flight
-    (rollouts for later steps run while the learner trains); a batch older than s versions is refused."""
+    (rollouts for later steps run while the learner trains); a batch older than s versions is refused.
+
+    No batch is launched ahead across a checkpoint step (`ckpt.save_every`): the first batch after a checkpoint
+    is sampled from the checkpointed weights, so a resume, or a learner restart from that checkpoint, replays
+    the uninterrupted run exactly. It costs one pipeline bubble per save_every steps.
+    """
 
     def __init__(self, cfg: OPDConfig):
         self.depth = min(cfg.pipeline.queue_size, cfg.pipeline.max_staleness + 1)
         self.max_staleness = cfg.pipeline.max_staleness
+        self.save_every = cfg.ckpt.save_every
         self.items: deque[InFlight] = deque()
 
-    def has_room(self) -> bool:
-        return len(self.items) < self.depth
+    def has_room(self, steps_done: int) -> bool:
+        """Room for the batch that trains at step steps_done + 1 + len(items)?"""
+        ahead = len(self.items)
+        if ahead >= self.depth:
+            return False
+        every = self.save_every
+        return not (every and ahead and (steps_done + ahead) // every > steps_done // every)
 
     def put(self, item: InFlight) -> None:
         self.items.append(item)
@@ -199,7 +210,7 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
     with timer("wait_trajectories"):
         item = None
         while item is None:  # refilling after refusals yields batches of the current version
-            while queue.has_room():  # keep up to max_staleness + 1 batches in flight
+            while queue.has_room(state.step):  # keep up to max_staleness + 1 batches in flight
                 queue.put(launch_rollouts(actors, stream, cfg, state.policy_version, state.stale_engines))
             item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
         # a dead or hung engine/teacher is replaced and its shard re-issued under the same ids (opd_ray/fleet.py)

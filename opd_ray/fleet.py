@@ -37,6 +37,7 @@ class Shard:
     traj_ref: object
     scored_ref: object
     deadline: float  # monotonic seconds by which the scored batch must be back
+    actor_ids: tuple[str, str] = ("", "")  # (engine, teacher) at launch: a failure of a since-replaced actor is old
 
 
 @dataclass
@@ -65,16 +66,20 @@ def launch_shard(actors, items, engine: int, teacher: int, version: int, cfg) ->
                                                        [ex.answer for _, ex in items])
     scored_ref = actors.teachers[teacher].score.remote(traj_ref)
     return Shard(items, engine, teacher, traj_ref, scored_ref,
-                 time.monotonic() + p.rollout_timeout_s + p.teacher_timeout_s)
+                 time.monotonic() + p.rollout_timeout_s + p.teacher_timeout_s, launch_ids(actors, engine, teacher))
+
+
+def launch_ids(actors, engine: int, teacher: int) -> tuple[str, str]:
+    return actors.rollouts[engine]._actor_id.hex(), actors.teachers[teacher]._actor_id.hex()
 
 
 def culprit(actors, shard: Shard, err: Exception | None) -> tuple[str, int]:
     """(role, index) of the actor a failed or late shard is blamed on."""
     dead = getattr(err, "actor_id", None)
     if dead is not None:
-        if dead == actors.rollouts[shard.engine]._actor_id.hex():
+        if dead == shard.actor_ids[0]:
             return "rollout", shard.engine
-        if dead == actors.teachers[shard.teacher]._actor_id.hex():
+        if dead == shard.actor_ids[1]:
             return "teacher", shard.teacher
     generated, _ = ray.wait([shard.traj_ref], timeout=0)
     if not generated:
@@ -124,10 +129,18 @@ def recover(actors, shard: Shard, err: Exception | None, version: int, health: F
     returns the re-issued shard. A teacher's failure only redoes the scoring of the engine's trajectories."""
     t0 = time.monotonic()
     role, index = culprit(actors, shard, err)
+    pool = actors.rollouts if role == "rollout" else actors.teachers
+    launched_on = shard.actor_ids[0 if role == "rollout" else 1]
+    if launched_on != pool[index]._actor_id.hex():  # sampled ahead (max_staleness) on an actor replaced since
+        print(f"[opd] a shard launched on the replaced {actors.name(role, index)} is re-issued: "
+              f"{len(shard.items)} trajectories", flush=True)
+        health.reissued += len(shard.items)
+        if role == "teacher":
+            return rescore(actors, shard, index, cfg)
+        return launch_shard(actors, shard.items, index, shard.teacher, version, cfg)
     record_failure(actors, role, index, describe(actors, role, index, err, cfg), health, cfg)
     print(f"[opd] {health.last_failure[actors.name(role, index)]}: replacing it; {len(shard.items)} "
           f"trajectories re-issued", flush=True)
-    pool = actors.rollouts if role == "rollout" else actors.teachers
     survivors = [i for i in range(len(pool)) if i != index and not (role == "rollout" and i in stale)]
 
     def replace_culprit():
@@ -139,9 +152,7 @@ def recover(actors, shard: Shard, err: Exception | None, version: int, health: F
         replace_culprit()
     carrier = survivors[0] if survivors else index
     if role == "teacher":
-        reissued = Shard(shard.items, shard.engine, carrier, shard.traj_ref,
-                         actors.teachers[carrier].score.remote(shard.traj_ref),
-                         time.monotonic() + cfg.pipeline.teacher_timeout_s)
+        reissued = rescore(actors, shard, carrier, cfg)
     else:
         reissued = launch_shard(actors, shard.items, carrier, shard.teacher, version, cfg)
     if survivors:  # the survivor works while the replacement starts
@@ -149,6 +160,13 @@ def recover(actors, shard: Shard, err: Exception | None, version: int, health: F
     health.reissued += len(shard.items)
     health.readmit_s.append(time.monotonic() - t0)
     return reissued
+
+
+def rescore(actors, shard: Shard, teacher: int, cfg) -> Shard:
+    """The shard's trajectories scored again, by `teacher`."""
+    return Shard(shard.items, shard.engine, teacher, shard.traj_ref, actors.teachers[teacher].score.remote(
+        shard.traj_ref), time.monotonic() + cfg.pipeline.teacher_timeout_s, (shard.actor_ids[0],
+        actors.teachers[teacher]._actor_id.hex()))
 
 
 def record_failure(actors, role: str, index: int, why: str, health: FleetHealth, cfg) -> None:

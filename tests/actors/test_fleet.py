@@ -2,6 +2,11 @@
 traj_ids; every id is consumed once; the final weights equal a fault-free run of the same seed (at one policy
 version, a re-issued trajectory is sampled with the same seed: the same samples).
 
+These run the strict loop (pipeline.max_staleness=0), where a re-issued shard is sampled at the version it was
+launched at. Sampled ahead (max_staleness 1, the lab default), a shard on a replaced engine is re-sampled by the
+replacement at the current version, so bit-equal weights are not expected there:
+test_an_engine_killed_while_sampling_ahead_is_replaced_once checks that path's bookkeeping.
+
 Faults go into the real actors: `kill -9` of the actor's process, or the fault hook's exit and sleep."""
 import os
 import signal
@@ -17,7 +22,8 @@ STEPS, BATCH = 4, 8
 
 def run(tiny_lab, tmp_path, prefix, *overrides, on_step=None):
     cfg = tiny_cfg(tiny_lab, f"run.steps={STEPS}", f"data.prompts_per_step={BATCH}", "learner.cpus_per_rank=0.5",
-                   "rollout.cpus_per_engine=0.25", "teacher.cpus_per_server=0.25", *overrides)
+                   "rollout.cpus_per_engine=0.25", "teacher.cpus_per_server=0.25", "pipeline.max_staleness=0",
+                   *overrides)
     actors, state, seen = train_with_actors(cfg, tmp_path / prefix, prefix, on_step=on_step)
     weights = ray.get(actors.rollouts[0].state_dict.remote())
     assert state.step == STEPS and len(state.consumed) == STEPS * BATCH  # every id once (the controller checks)
@@ -58,6 +64,17 @@ def test_a_killed_engine_is_replaced_and_its_shard_reissued(clean, tiny_lab, tmp
 
     rows = dict(headline(RunData(tmp_path / f"kill-e{engines}-")))  # the report shows the replacement
     assert [v for k, v in rows.items() if k.startswith("replaced actors")][0].startswith(f"1, 0 ({BATCH // engines};")
+
+
+def test_an_engine_killed_while_sampling_ahead_is_replaced_once(ray_cluster, tiny_lab, tmp_path):
+    """max_staleness 1: killed after step 2, the engine holds a batch sampled ahead (or is handed one before
+    anybody notices). Whoever notices first (the weight sync, or a failed shard) replaces it; a shard launched
+    on the dead engine is then re-issued on the replacement without blaming the replacement a second time."""
+    state, seen, _ = run(tiny_lab, tmp_path, "ahead-", "pipeline.max_staleness=1",
+                         on_step=kill_after_step(2, "rollout", 0))
+    assert state.health.restarts == {"ahead-rollout-0": 1} and seen[-1]["fleet/restarts_rollout"] == 1
+    assert state.health.reissued in (BATCH, 2 * BATCH)  # step 4's batch, and step 3's if it was still sampling
+    assert [m["staleness"] for m in seen[:2]] == [0, 1]  # it did sample ahead
 
 
 def test_a_killed_teacher_is_replaced_and_only_rescoring_is_redone(clean, tiny_lab, tmp_path):

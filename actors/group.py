@@ -10,8 +10,8 @@ from actors.learner import LearnerRank
 from actors.placement import Placement, check_cluster_fits
 from actors.rollout import RolloutEngine
 from actors.teacher import TeacherServer
-from opd_ray.config import OPDConfig
-from opd_ray.runtime import free_port
+from opd_ray.config.schema import OPDConfig
+from opd_ray.runtime.process import free_port
 
 
 class LearnerGroup:
@@ -80,7 +80,7 @@ class Actors:
         return f"{self.prefix}{role}-{index}"
 
     def replace(self, role: str, index: int) -> None:
-        """Kill rollout/teacher actor `index` and start a new one of the same name and placement (opd_ray/fleet.py
+        """Kill rollout/teacher actor `index` and start a new one of the same name and placement (opd_ray/loop/fleet.py
         refits a new engine before it gets prompts)."""
         pool = self.rollouts if role == "rollout" else self.teachers
         ray.kill(pool[index], no_restart=True)
@@ -100,9 +100,12 @@ class Actors:
         return {name: ip for (name, _), ip in zip(named, ips)}
 
     def kill(self) -> None:
-        """End every actor of the run (their names become free for the next run in this Ray)."""
+        """End every actor of the run (their names become free for the next run in this Ray) and give back the
+        placement group, if any, so its reserved CPUs and GPUs return to the cluster."""
         for actor in self.rollouts + self.teachers + self.learners.ranks:
             ray.kill(actor, no_restart=True)
+        if self.placement is not None:
+            self.placement.release()
 
 
 def create_actors(cfg: OPDConfig, name_prefix: str = "") -> Actors:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import ray
 
-from opd_ray.config import OPDConfig
-from opd_ray.hf_models import model_options
-from opd_ray.learner import DeepSpeedLearner
-from opd_ray.model_files import shared_logit_width
-from opd_ray.runtime import limit_threads
+from opd_ray.config.schema import OPDConfig
+from opd_ray.engines.weight_sync import TrainerWeightTransfer
+from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
+from opd_ray.models.folders import shared_logit_width
+from opd_ray.models.loading import model_options
+from opd_ray.runtime.process import limit_threads
 
 
 @ray.remote
@@ -49,8 +50,6 @@ class LearnerRank:
 
     def init_weight_transfer(self, mode, engines, engine_shapes, timeout_s, init_timeout_s):
         """rollout.weight_sync = nccl | ipc | gloo: join the engines through vLLM's weight-transfer API."""
-        from opd_ray.weight_sync import TrainerWeightTransfer
-
         ds = self.learner
         self.weight_transfer = TrainerWeightTransfer(mode, ds.rank, ds.engine.module, ds.zero_stage, engines,
                                                      engine_shapes, timeout_s, init_timeout_s)

@@ -11,7 +11,8 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from opd_ray.config import ConfigError, OPDConfig
+from opd_ray.config.errors import ConfigError
+from opd_ray.config.schema import OPDConfig
 
 ROLES = ("rollout", "teacher", "learner")
 

@@ -5,13 +5,16 @@ import os
 
 import ray
 
-from opd_ray.config import OPDConfig
-from opd_ray.faults import maybe_fault
-from opd_ray.hf_models import model_options
-from opd_ray.model_files import shared_logit_width
-from opd_ray.runtime import limit_threads
-from opd_ray.tasks import verify_batch
-from opd_ray.verifiers import get_verifier
+from opd_ray.config.schema import OPDConfig
+from opd_ray.data.task import verify_batch
+from opd_ray.data.verifiers import get_verifier
+from opd_ray.engines import weight_sync
+from opd_ray.engines.hf_rollout import HFRollout
+from opd_ray.engines.vllm_engines import VLLMRollout
+from opd_ray.models.folders import shared_logit_width
+from opd_ray.models.loading import model_options, state_dict_numpy
+from opd_ray.runtime.faults import maybe_fault
+from opd_ray.runtime.process import limit_threads
 
 
 @ray.remote
@@ -25,16 +28,11 @@ class RolloutEngine:
                       top_k=cfg.objective.k, run_seed=cfg.run.seed, model_options=model_options(cfg),
                       vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher), stop=cfg.rollout.stop)
         if cfg.rollout.backend == "vllm":
-            from opd_ray import weight_sync
-            from opd_ray.vllm_backend import VLLMRollout
-
             self.engine = VLLMRollout(cfg.model.student, max_model_len=cfg.data.max_prompt_tokens
                                       + cfg.rollout.max_new_tokens, **kwargs,
                                       llm_kwargs=weight_sync.llm_kwargs(weight_sync.resolve(cfg),
                                                                         cfg.placement.rollout.num_gpus))
         else:
-            from opd_ray.rollout import HFRollout
-
             # the prompt pass is a forward-only pass like the teacher's: the same budget
             self.engine = HFRollout(cfg.model.student, **kwargs, prefill_tokens=cfg.teacher.micro_batch_tokens)
 
@@ -59,7 +57,7 @@ class RolloutEngine:
         return self.engine.load_weights(state_dict, policy_version)
 
     # rollout.weight_sync = nccl | ipc | gloo: the engine side of vLLM's weight-transfer protocol, driven by learner
-    # rank 0 (opd_ray/weight_sync.py); the engine is stale from start_weight_update until finish_weight_update.
+    # rank 0 (opd_ray/engines/weight_sync.py); the engine is stale from start_weight_update until finish_weight_update.
     def weight_shapes(self):
         return self.engine.shapes
 
@@ -89,6 +87,4 @@ class RolloutEngine:
 
     def state_dict(self):
         """The served weights (HF backend only: vLLM keeps its own, possibly repacked, layout)."""
-        from opd_ray.hf_models import state_dict_numpy
-
         return state_dict_numpy(self.engine.model)

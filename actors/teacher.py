@@ -5,12 +5,14 @@ import os
 
 import ray
 
-from opd_ray.config import OPDConfig
-from opd_ray.faults import maybe_fault
-from opd_ray.hf_models import model_options
-from opd_ray.model_files import shared_logit_width
-from opd_ray.objectives import FULL_VOCAB_KINDS
-from opd_ray.runtime import limit_threads
+from opd_ray.config.schema import OPDConfig
+from opd_ray.engines.hf_teacher import HFTeacher
+from opd_ray.engines.vllm_engines import VLLMTeacher
+from opd_ray.models.folders import shared_logit_width
+from opd_ray.models.loading import model_options
+from opd_ray.objective.losses import FULL_VOCAB_KINDS
+from opd_ray.runtime.faults import maybe_fault
+from opd_ray.runtime.process import limit_threads
 
 
 @ray.remote
@@ -24,13 +26,9 @@ class TeacherServer:
                       vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher), stop=cfg.rollout.stop,
                       micro_batch_tokens=cfg.teacher.micro_batch_tokens)
         if cfg.teacher.backend == "vllm":
-            from opd_ray.vllm_backend import VLLMTeacher
-
             self.teacher = VLLMTeacher(cfg.model.teacher, max_model_len=cfg.data.max_prompt_tokens
                                        + cfg.rollout.max_new_tokens, **kwargs)
         else:
-            from opd_ray.teacher import HFTeacher
-
             self.teacher = HFTeacher(cfg.model.teacher, **kwargs)
 
     def ready(self) -> bool:

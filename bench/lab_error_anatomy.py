@@ -20,13 +20,14 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from evidence import write_new  # noqa: E402  (bench/evidence.py)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opd_ray.hf_models import load_model, load_tokenizer  # noqa: E402
 from opd_ray.lab.build import eval_sets  # noqa: E402
 from opd_ray.lab.task import verify  # noqa: E402
-from opd_ray.sampling import decode_responses, sample  # noqa: E402
+from opd_ray.models.loading import load_model, load_tokenizer  # noqa: E402
+from opd_ray.models.sampling import decode_responses, sample  # noqa: E402
 
 LAB = Path(__file__).resolve().parent.parent / "opd_ray" / "lab" / "artifacts"
 MODELS = ("student", "teacher", "teacher_samedata", "teacher_incompatible")
@@ -95,7 +96,7 @@ def main() -> None:
         result["at_student_errors"][name] = right / max(len(errors), 1)
         print(f"at the student's {len(errors)} first errors, {name} predicts the right token {right / len(errors):.3f}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_new(args.json, result)
 
 
 if __name__ == "__main__":

@@ -6,27 +6,29 @@ The cold-start stage samples the teacher at 0.7 (the paper's C.1), where the lab
 Hotter sampling is how real teachers produce the truncated, looping and unformatted answers the paper's
 filters were written for; this measures each filter's rejections (the first failing check per answer, as the
 stage counts them) and how many *kept* answers are still wrong, for the lab-scaled and the paper's thresholds.
-Same prompts (`cold_start_prompts`), sampler (`opd_ray.sampling.sample`) and filters as the stage.
+Same prompts (`cold_start_prompts`), sampler (`opd_ray.models.sampling.sample`) and filters as the stage.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from evidence import write_new  # noqa: E402  (bench/evidence.py)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opd_ray.cold_start import FILTERS  # noqa: E402
+from opd_ray.data.rejection_filters import (
+    FILTERS,  # noqa: E402
+    filter_responses,  # noqa: E402
+)
 from opd_ray.lab.arith_task import cold_start_prompts  # noqa: E402
-from opd_ray.config import load_config  # noqa: E402
-from opd_ray.filters import filter_responses  # noqa: E402
-from opd_ray.hf_models import load_model, load_tokenizer  # noqa: E402
 from opd_ray.lab.task import verify  # noqa: E402
-from opd_ray.sampling import decode_responses, sample, trajectory_seed  # noqa: E402
+from opd_ray.models.loading import load_model, load_tokenizer  # noqa: E402
+from opd_ray.models.sampling import decode_responses, sample, trajectory_seed  # noqa: E402
+from opd_ray.run.preflight import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +67,7 @@ def main() -> None:
               f"(rejected {row['lab']['rejections']}, kept but wrong {row['lab']['kept_wrong']}); paper filters "
               f"keep {row['paper']['kept']} (rejected {row['paper']['rejections']}) [{time.time() - t0:.0f} s]")
     if args.json:
-        args.json.write_text(json.dumps({"teacher": args.teacher, "rows": rows}, indent=2) + "\n")
+        write_new(args.json, {"teacher": args.teacher, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -20,4 +20,4 @@ done
 latest() { ls -d runs/objectives/obj-"$1"-* | tail -1; }
 mapfile -t DIRS < <(for name in $RUNS; do latest "$name"; done)
 $PY bench/summarize_runs.py "${DIRS[@]}" --json bench/results/lab_objectives.json
-$PY -m opd_ray.cli report "${DIRS[0]}" --compare "${DIRS[@]:1}"
+$PY -m opd_ray.run.cli report "${DIRS[0]}" --compare "${DIRS[@]:1}"

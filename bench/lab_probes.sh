@@ -22,7 +22,7 @@ declare -A PAIRS=(
 mkdir -p docs/probe
 for name in ${ONLY:-"${!PAIRS[@]}"}; do
   # shellcheck disable=SC2086
-  HF_HUB_OFFLINE=1 $PY -m opd_ray.cli probe --config configs/lab_cpu.yaml ${PAIRS[$name]} --json > "docs/probe/$name.json"
+  HF_HUB_OFFLINE=1 $PY -m opd_ray.run.cli probe --config configs/lab_cpu.yaml ${PAIRS[$name]} --json > "docs/probe/$name.json"
   $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print(f'{sys.argv[2]:45s} {r[\"verdict\"]}')" \
     "docs/probe/$name.json" "$name"
 done

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from evidence import write_new  # noqa: E402  (bench/evidence.py)
 from proc_stats import peak_rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +36,9 @@ SIZES, K, WHOLE = (8, 32, 128), 16, 1 << 40
 def synthetic_batch(rows: int, seed: int = 0):
     import numpy as np
 
-    from opd_ray.hf_models import load_tokenizer
-    from opd_ray.sampling import left_pad
-    from opd_ray.trajectory import TrajectoryBatch
+    from opd_ray.models.loading import load_tokenizer
+    from opd_ray.models.sampling import left_pad
+    from opd_ray.trajectory.batch import TrajectoryBatch
 
     tok, rng = load_tokenizer(str(MODEL)), np.random.default_rng(seed)
     lines = (ROOT / "tests" / "data" / "sums" / "train.jsonl").read_text().splitlines()
@@ -64,21 +65,21 @@ def run_case(role: str, rows: int, budget: int) -> dict:
     """One case in this (fresh) process."""
     import torch
 
-    from opd_ray import microbatch
+    from opd_ray.trajectory import microbatch
 
     torch.set_num_threads(2)
     batch = synthetic_batch(rows)
     if role == "learner":
-        from opd_ray.config import LearnerConfig, ObjectiveConfig
-        from opd_ray.learner import DeepSpeedLearner
-        from opd_ray.runtime import free_port
+        from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
+        from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
+        from opd_ray.runtime.process import free_port
 
         worker = DeepSpeedLearner(str(MODEL), LearnerConfig(lr=1e-5, micro_batch_tokens=budget),
                                   ObjectiveConfig(kind="topk", k=K), rank=0, world_size=1, master_addr="127.0.0.1",
                                   master_port=free_port(), temperature=1.0, seed=0)
         call = lambda: worker.train_step([batch])  # noqa: E731
     else:
-        from opd_ray.teacher import HFTeacher
+        from opd_ray.engines.hf_teacher import HFTeacher
 
         worker = HFTeacher(str(MODEL), top_k=K, temperature=1.0, max_new_tokens=128, micro_batch_tokens=budget)
         call = lambda: worker.score(batch)  # noqa: E731
@@ -137,7 +138,7 @@ def main() -> None:
             print(results["cases"][-1], flush=True)
         micro = [c["peak_rss_mib"] for c in results["cases"] if c["role"] == role and c["path"] == "micro"]
         results[f"{role}_micro_spread"] = round(max(micro) / min(micro) - 1, 4)  # the goal: <= 0.15
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_new(Path(args.out), results)
     print(f"wrote {args.out}")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import torch
+from evidence import write_new  # noqa: E402  (bench/evidence.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,13 +39,13 @@ LARGER = {"student": (320, 5, 5, 960), "teacher": (320, 6, 5, 1280)}  # (hidden,
 
 def build_larger_pair(out: Path) -> dict[str, Path]:
     """Random-init lab-shaped models ~10x the lab's parameters, with the lab tokenizer."""
-    from opd_ray.lab import models
+    from opd_ray.lab import tiny_models
     from opd_ray.lab.tokenizer import build_tokenizer
 
     tokenizer, paths = build_tokenizer(), {}
     for name, seed in (("student", 1), ("teacher", 2)):
-        models.SIZES[name] = LARGER[name]
-        model = models.build_model(name, tokenizer, seed)
+        tiny_models.SIZES[name] = LARGER[name]
+        model = tiny_models.build_model(name, tokenizer, seed)
         model.save_pretrained(out / name)
         tokenizer.save_pretrained(out / name)
         paths[name] = out / name
@@ -152,11 +153,9 @@ def compare(other: Path, runs: int, steps: int, out: Path) -> None:
            for side, rs in results.items()}
     ratio = med["this"]["tokens_per_s"] / med["other"]["tokens_per_s"]
     print(f"tokens/s ratio (median of {runs} interleaved runs each): {ratio:.2f}x", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"other_repo": str(other), "other_commit": subprocess.run(
+    write_new(out, {"other_repo": str(other), "other_commit": subprocess.run(
         ["git", "-C", str(other), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "steps": steps, "median": med, "tokens_per_s_ratio": ratio, "runs": results}, indent=2) + "\n")
-    print(f"wrote {out}")
+        "steps": steps, "median": med, "tokens_per_s_ratio": ratio, "runs": results})
 
 
 def cost_growth(extra: list[str], steps: int) -> list[dict]:
@@ -202,7 +201,7 @@ def main() -> None:
                   f"{result[name]['utilisation']:.1%}", flush=True)
     result["cost_growth"] = cost_growth(args.extra, max(10, args.steps // 2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_new(Path(args.out), result)
     print(f"wrote {args.out}")
 
 

@@ -10,7 +10,6 @@ after one warm-up.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -18,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from evidence import write_new  # noqa: E402  (bench/evidence.py)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -40,8 +41,8 @@ def random_llama(out: Path) -> Path:
 
 
 def time_hf(path: Path, prompts, new_tokens: int, repeats: int) -> list[float]:
-    from opd_ray.hf_models import load_model
-    from opd_ray.sampling import sample
+    from opd_ray.models.loading import load_model
+    from opd_ray.models.sampling import sample
 
     model = load_model(str(path))
     eos = -1  # never matches: every row generates `new_tokens` tokens, like vLLM's ignore_eos
@@ -80,9 +81,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="bench/results/rollout_throughput.json")
     args = parser.parse_args()
-    import torch
-
     import random
+
+    import torch
     rng = random.Random(0)
     prompts = [[1] + [rng.randint(3, 17) for _ in range(12)] for _ in range(args.batch)]
     lab = Path(__file__).resolve().parent.parent / "opd_ray" / "lab" / "artifacts" / "student"
@@ -92,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = {"lab_student_0.64M": lab, "random_llama_81M": random_llama(Path(tmp) / "llama81m")}
         for name, path in models.items():
-            from opd_ray.hf_models import load_model
+            from opd_ray.models.loading import load_model
 
             n_params = sum(p.numel() for p in load_model(str(path)).parameters())
             hf, vl = time_hf(path, prompts, args.new_tokens, args.repeats), time_vllm(path, prompts, args.new_tokens,
@@ -104,7 +105,7 @@ def main() -> None:
             print(f"{name}: {n_params / 1e6:.1f}M params  HF {row['hf_median']:.0f} tok/s  "
                   f"vLLM {row['vllm_median']:.0f} tok/s  (x{row['vllm_over_hf']:.2f})", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_new(Path(args.out), results)
     print(f"wrote {args.out}")
 
 

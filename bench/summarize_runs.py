@@ -6,13 +6,14 @@ Prints a Markdown table (gap recovery, accuracies, and the overlap metrics avera
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from evidence import write_new  # noqa: E402  (bench/evidence.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opd_ray.report import RunData  # noqa: E402
+from opd_ray.run.report import RunData  # noqa: E402
 
 COLUMNS = ("overlap_ratio", "top1_agreement", "overlap_mass_student", "overlap_mass_teacher", "entropy_gap")
 
@@ -60,7 +61,7 @@ def main() -> int:
     print(markdown(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        write_new(args.json, rows)
     return 0
 
 

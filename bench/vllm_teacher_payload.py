@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from evidence import write_new  # noqa: E402  (bench/evidence.py)
 from proc_stats import peak_rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ K = 16
 
 def make_batch(rows: int, new_tokens: int):
     """SmolLM2's own samples for the first `rows` sums prompts, in its chat template."""
-    from opd_ray.rollout import HFRollout
+    from opd_ray.engines.hf_rollout import HFRollout
 
     rollout = HFRollout(str(MODEL), max_new_tokens=new_tokens, temperature=1.0, top_k=K, run_seed=0)
     lines = (ROOT / "tests" / "data" / "sums" / "train.jsonl").read_text().splitlines()[:rows]
@@ -61,7 +62,7 @@ def python_bytes(entries: dict) -> int:
 
 def measure(mode: str, batch_file: str, repeats: int) -> dict:
     """One mode in this (fresh) process: 'before' = full vocabulary, 'after' = top-k only."""
-    from opd_ray.vllm_backend import VLLMTeacher
+    from opd_ray.engines.vllm_engines import VLLMTeacher
 
     batch = pickle.loads(Path(batch_file).read_bytes())
     tokens = int(batch.response_mask_BR.sum())
@@ -121,7 +122,7 @@ def main() -> None:
 
     report = {"model": str(MODEL.relative_to(ROOT)), "vocab": 49152, "k": K, "machine": platform.machine(),
               "cpus": os.cpu_count(), "vllm": vllm.__version__, "date": time.strftime("%Y-%m-%d"), **results}
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_new(Path(args.out), report)
     print(f"wrote {args.out}")
 
 

@@ -19,13 +19,19 @@ import ray  # noqa: E402
 from actors.group import LearnerGroup, create_actors  # noqa: E402
 from actors.placement import Placement  # noqa: E402
 from actors.rollout import RolloutEngine  # noqa: E402
-from opd_ray import cold_start, job  # noqa: E402
-from opd_ray.checkpoint import (DiskFullError, ResumeError, config_differences, config_fingerprint,  # noqa: E402
-                                find_resume_checkpoint, read_state)
-from opd_ray.config import ConfigError, OPDConfig, load_config, to_yaml  # noqa: E402
-from opd_ray.datasets import DataError  # noqa: E402
-from opd_ray.fleet import FleetError  # noqa: E402
-from opd_ray.signals import Stopped  # noqa: E402
+from opd_ray.config.errors import ConfigError  # noqa: E402
+from opd_ray.config.load import to_yaml
+from opd_ray.config.schema import OPDConfig
+from opd_ray.data.rows import DataError  # noqa: E402
+from opd_ray.loop.checkpoint import (  # noqa: E402
+    DiskFullError,
+    ResumeError,
+    find_resume_checkpoint,
+)
+from opd_ray.loop.fleet import FleetError  # noqa: E402
+from opd_ray.run import cold_start, job, preflight  # noqa: E402
+from opd_ray.run.preflight import load_config
+from opd_ray.runtime.signals import Stopped  # noqa: E402
 
 
 def make_run_dir(cfg: OPDConfig) -> Path:
@@ -43,18 +49,6 @@ def connect_ray() -> None:
     # "local", not None: None would join any cluster last announced in /tmp/ray/ray_current_cluster.
     ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
-
-
-def check_resume_config(checkpoint: Path, cfg: OPDConfig, allow_change: bool) -> None:
-    """Refuse a resume under a different config, unless allowed; either way, print what differs."""
-    diffs = config_differences(read_state(checkpoint)["config"], config_fingerprint(cfg))
-    if not diffs:
-        return
-    listing = "\n  ".join(diffs)
-    if not allow_change:
-        raise ResumeError(f"the config differs from the checkpoint's ({checkpoint}):\n  {listing}\n"
-                          "pass --allow-config-change to resume anyway")
-    print(f"[opd] resuming with a changed config:\n  {listing}", flush=True)
 
 
 def start_engine(cfg: OPDConfig, name: str):
@@ -75,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         resume_from = find_resume_checkpoint(args.resume, Path(cfg.run.out_dir), cfg.run.name) if args.resume else None
         if resume_from is not None:
-            check_resume_config(resume_from, cold_start.resumed_config(cfg, resume_from.parent.parent),
+            preflight.check_resume_config(resume_from, cold_start.resumed_config(cfg, resume_from.parent.parent),
                                 args.allow_config_change)
-        prepared = job.prepare(cfg)  # model folders, the student/teacher contract, the task's data
+        prepared = preflight.prepare(cfg)  # model folders, the student/teacher contract, the task's data
     except (ConfigError, ResumeError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

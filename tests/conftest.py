@@ -1,4 +1,5 @@
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -10,12 +11,43 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LAB = ROOT / "opd_ray" / "lab" / "artifacts"
+LAB_CFG = ROOT / "configs" / "lab_cpu.yaml"  # the CPU lab default
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every outgoing connection fails, and is recorded: a check that must not touch the network asserts the
+    list stays empty (instead of timing itself, which measures the machine)."""
+    attempts = []
+
+    def refuse(sock, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"no network in this test (connect to {address})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Loading a model's weights fails, and is recorded: the driver's checks read config.json, tokenizers and
+    safetensors headers only."""
+    from transformers import PreTrainedModel
+
+    loads = []
+
+    def refuse(cls, *args, **kwargs):
+        loads.append(args[0] if args else kwargs)
+        raise AssertionError("a model's weights were loaded")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(refuse))
+    return loads
 
 
 @pytest.fixture(scope="session")
 def tiny_lab(tmp_path_factory):
     """Untrained lab-shaped student and teacher saved with save_pretrained (fast; for plumbing tests)."""
-    from opd_ray.lab.models import build_model
+    from opd_ray.lab.tiny_models import build_model
     from opd_ray.lab.tokenizer import build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny_lab")
@@ -45,7 +77,7 @@ REAL_SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct"
 @pytest.fixture(scope="session")
 def tiny_smol(tmp_path_factory):
     """Untrained tiny student and teacher on SmolLM2's real tokenizer (49,152 ids, ChatML chat template)."""
-    from opd_ray.real_models import tiny_random_model
+    from opd_ray.lab.real_models import tiny_random_model
 
     out = tmp_path_factory.mktemp("tiny_smol")
     for name, seed in (("student", 1), ("teacher", 2)):
@@ -57,7 +89,7 @@ def tiny_smol(tmp_path_factory):
 def smollm2():
     """The real SmolLM2-135M-Instruct from `make real-models` (CI builds it first; OPD_REQUIRE_REAL_MODELS=1 makes
     its absence a failure, not a skip)."""
-    from opd_ray.real_models import is_complete
+    from opd_ray.lab.real_models import is_complete
 
     if not is_complete(REAL_SMOLLM2):
         message = f"{REAL_SMOLLM2} not built: run `make real-models`"

@@ -9,7 +9,7 @@
 # Idempotent: `start` on a running cluster only checks it. Runs as root (slurmd starts jobs as their user).
 # Everything Slurm writes (state, spool, logs, pid files, slurm.conf) goes under $OPD_SLURM_DIR; the system's
 # /etc/slurm is left alone. Ports: $OPD_SLURM_PORT and the next one (default 16817-16818, not Slurm's 6817).
-# What a Debian 12 one-node set-up needs is in shared/DESIGN.md ("Slurm"): notably no cgroup.conf.
+# What a Debian 12 one-node set-up needs is in docs/design.md ("Real components", Slurm): notably no cgroup.conf.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin  # slurmctld, slurmd, munged, mungekey live there; a plain user PATH lacks it
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import random
 
-from opd_ray.config import DataConfig, OPDConfig
-from opd_ray.data import load_teacher_prompts
+from opd_ray.config.schema import LAB_PROMPTS, DataConfig, OPDConfig
+from opd_ray.data.prompt_selection import dedup, dedup_exact, load_teacher_prompts, select_aligned
+from opd_ray.data.task import Example, Task
 from opd_ray.lab import build as lab_build
 from opd_ray.lab.task import parse_prompt, sample_problems
-from opd_ray.prompts import dedup, dedup_exact, select_aligned
-from opd_ray.tasks import Example, Task
 
 
 def held_out_prompts() -> list[str]:
@@ -33,16 +32,23 @@ def lab_train_prompts(data: DataConfig, seed: int) -> list[str]:
 
 def opd_prompt_set(data: DataConfig, seed: int) -> list[str]:
     """The OPD prompt set. By default the task's prompts (`lab_train_prompts`). With `data.teacher_prompts`, the
-    paper's content alignment (shared/paper-notes.md §3.2 b): `data.train_prompts` prompts, (1 - other_share) of
+    paper's content alignment (docs/design.md, paper §3.2 b): `data.train_prompts` prompts, (1 - other_share) of
     them drawn from the teacher's post-training prompts and the rest from the task's own, never a held-out
     evaluation problem, and without near-duplicates when `data.dedup_threshold` < 1."""
     task = lab_train_prompts(data, seed)
     if not data.teacher_prompts:
         return task
     held_out = held_out_prompts()
-    aligned = dedup_exact(load_teacher_prompts(data.teacher_prompts), against=held_out)
+    aligned = dedup_exact(teacher_prompts(data.teacher_prompts), against=held_out)
     chosen = select_aligned(aligned, task, data.train_prompts, data.other_share, seed)
     return dedup(chosen, against=held_out, threshold=data.dedup_threshold)
+
+
+def teacher_prompts(source: str) -> list[str]:
+    """`data.teacher_prompts`: `lab:<model>`, a lab model's own post-training prompts, or a prompt file."""
+    if source.startswith(LAB_PROMPTS):
+        return lab_build.post_training_prompts(source.removeprefix(LAB_PROMPTS))
+    return load_teacher_prompts(source)
 
 
 def cold_start_prompts(cfg: OPDConfig) -> list[str]:

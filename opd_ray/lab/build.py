@@ -6,7 +6,7 @@ Deterministic (fixed seeds, one thread per model); the two models train in paral
 The student sees mostly easy problems (2-3 terms) and a few hard ones (4-5 terms), so it solves some hard
 problems; the teacher trains on both ranges and solves most. OPD should close that gap.
 
-Two more teachers reproduce the paper's failure conditions (shared/paper-notes.md §3.1-3.2):
+Two more teachers reproduce the paper's failure conditions (docs/design.md, paper §3.1–3.2):
 - teacher_samedata: teacher-sized, trained on the student's own mixture only: larger, but no new capability;
 - teacher_incompatible: the teacher fine-tuned to write its chain of thought right to left (task.COT_FORMATS):
   the same capability, a different thinking pattern, the same tokenizer.
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaForCausalLM
 
-from opd_ray.lab.models import build_model
 from opd_ray.lab.sft import accuracy, sft_problems, train_sft
 from opd_ray.lab.task import sample_problems
+from opd_ray.lab.tiny_models import build_model
 from opd_ray.lab.tokenizer import build_tokenizer
 
 EASY, HARD = (2, 3), (4, 5)

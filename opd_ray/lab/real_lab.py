@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from opd_ray.hf_models import eos_token_ids, load_model, load_tokenizer
+from opd_ray.data.verifiers import math_verify_reward
 from opd_ray.lab.sft import pad_batch, sft_loop
 from opd_ray.lab.task import running_sum_steps
-from opd_ray.sampling import decode_responses, sample
-from opd_ray.verifiers import math_verify_reward
+from opd_ray.models.loading import eos_token_ids, load_model, load_tokenizer
+from opd_ray.models.sampling import decode_responses, sample
 
 SYSTEM_PROMPT = "Add the numbers step by step."  # short: SmolLM2's default system prompt costs ~30 tokens
 EASY, HARD = (2, 3), (4, 5)

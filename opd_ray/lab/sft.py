@@ -1,7 +1,7 @@
 """Supervised fine-tuning of the lab models on reference chains of thought (single process, plain torch).
 
 The lab builder uses this to make the student and the teacher; it is deliberately small. OPD itself runs in
-the DeepSpeed learner group (opd_ray/learner.py).
+the DeepSpeed learner group (opd_ray/learner/deepspeed_rank.py).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from opd_ray.lab.task import Problem, sample_problems, verify
-from opd_ray.sampling import decode_responses, sample
+from opd_ray.models.sampling import decode_responses, sample
 
 
 def encode_example(tokenizer, problem: Problem, cot: str = "forward") -> tuple[list[int], int]:

@@ -15,7 +15,8 @@ import random
 import re
 from dataclasses import dataclass
 
-ANSWER_RE = re.compile(r"#(\d+)$")
+from opd_ray.data.verifiers import extract_answer  # the lab_arith verifier owns the answer format
+
 PROMPT_END = ":"
 TERMS_RE = re.compile(r"(\d+(?:\+\d+)*):$")
 
@@ -81,11 +82,6 @@ def parse_prompt(prompt: str) -> Problem:
     if match is None:
         raise ValueError(f"lab prompt has no terms before {PROMPT_END!r}: {prompt!r}")
     return Problem(tuple(int(t) for t in match.group(1).split("+")))
-
-
-def extract_answer(response: str) -> int | None:
-    match = ANSWER_RE.search(response.strip())
-    return int(match.group(1)) if match else None
 
 
 def verify(prompt: str, response: str) -> bool:

@@ -1,12 +1,12 @@
 """Shared by the actor tests: a lab config on the tiny models, and 'start actors, train to run.steps'."""
 from actors.group import create_actors
-from opd_ray import controller, resume
-from opd_ray.config import load_config
-from opd_ray.data import PromptStream
-from opd_ray.hf_models import load_tokenizer
-from opd_ray.tasks import build_task
-from opd_ray.metrics import MetricsSink
-from tests.opd_ray.test_config import LAB_CFG
+from opd_ray.loop import controller, resume
+from opd_ray.loop.prompt_stream import PromptStream
+from opd_ray.models.loading import load_tokenizer
+from opd_ray.run.preflight import build_task, load_config
+from opd_ray.runtime import remote
+from opd_ray.runtime.metrics import MetricsSink
+from tests.conftest import LAB_CFG
 
 
 def tiny_cfg(tiny_lab, *overrides):
@@ -21,12 +21,12 @@ def train_with_actors(cfg, run_dir, prefix, prompts=None, ckpt=None, resume_from
     `on_step(actors, state, metrics)` runs after every step.
     """
     actors = create_actors(cfg, name_prefix=prefix)
-    controller.get(actors.ready_refs(), 600, "startup")
+    remote.get(actors.ready_refs(), 600, "startup")
     prompts = prompts or build_task(cfg, load_tokenizer(cfg.model.student)).train
     stream = PromptStream(prompts, cfg.data.samples_per_prompt, 0)
     state, seen = controller.LoopState(), []
     if resume_from is not None:
-        resume.restore(actors, resume_from, state, stream, cfg, controller.get)
+        resume.restore(actors, resume_from, state, stream, cfg, remote.get)
         controller.sync_weights(actors, state.policy_version, cfg)
 
     def record(s, metrics):

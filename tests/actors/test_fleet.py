@@ -60,7 +60,7 @@ def test_a_killed_engine_is_replaced_and_its_shard_reissued(clean, tiny_lab, tmp
     assert state.health.reissued == BATCH // engines and seen[-1]["fleet/restarts_rollout"] == 1
     print(f"kill -9 of rollout-{victim} ({engines} engine(s)): re-admitted in {state.health.readmit_s[0]:.2f} s")
     assert_same_weights(weights, clean[engines])
-    from opd_ray.report import RunData, headline
+    from opd_ray.run.report import RunData, headline
 
     rows = dict(headline(RunData(tmp_path / f"kill-e{engines}-")))  # the report shows the replacement
     assert [v for k, v in rows.items() if k.startswith("replaced actors")][0].startswith(f"1, 0 ({BATCH // engines};")
@@ -111,7 +111,7 @@ def test_the_only_engine_hung_in_a_weight_sync_is_replaced(clean, tiny_lab, tmp_
 
 
 def test_past_max_actor_restarts_the_run_stops_naming_the_actor(ray_cluster, tiny_lab, tmp_path):
-    from opd_ray.fleet import FleetError
+    from opd_ray.loop.fleet import FleetError
 
     with pytest.raises(FleetError, match=r"^mx-rollout-0 failed 1 times, more than pipeline.max_actor_restarts=0; "
                                          r"last failure: mx-rollout-0 died"):
@@ -126,7 +126,7 @@ def test_a_replacement_pinned_to_no_alive_node_stops_the_run_at_once(ray_cluster
 
     from omegaconf import OmegaConf
 
-    from opd_ray.fleet import FleetError, wait_started
+    from opd_ray.loop.fleet import FleetError, wait_started
 
     @ray.remote(num_cpus=0)
     def ready():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import ray
 
-from opd_ray.hf_models import load_tokenizer
-from opd_ray.tasks import build_task
+from opd_ray.models.loading import load_tokenizer
+from opd_ray.run.preflight import build_task
 from tests.actors.loop import tiny_cfg, train_with_actors
 
 

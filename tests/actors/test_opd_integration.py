@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import ray
 
-from opd_ray import controller
-from opd_ray.hf_models import load_model, load_tokenizer, state_dict_numpy
-from opd_ray.tasks import build_task
+from opd_ray.loop import controller
+from opd_ray.models.loading import load_model, load_tokenizer, state_dict_numpy
+from opd_ray.run.preflight import build_task
+from opd_ray.runtime import remote
 from tests.actors.loop import tiny_cfg, train_with_actors
 
 
@@ -49,7 +50,7 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
     from transformers import AutoModelForCausalLM
 
     export = tmp_path / "export"
-    controller.get(actors.learners.save_pretrained_refs(str(export), str(tiny_lab / "student")), 120, "learner")
+    remote.get(actors.learners.save_pretrained_refs(str(export), str(tiny_lab / "student")), 120, "learner")
     exported = AutoModelForCausalLM.from_pretrained(export).state_dict()
     served = ray.get(actors.rollouts[0].state_dict.remote())
     for name, value in served.items():
@@ -67,12 +68,12 @@ def test_opd_steps_with_vllm_engines(ray_cluster, tiny_lab, tmp_path):
     assert all(math.isfinite(m["loss"]) and math.isfinite(m["overlap_ratio"]) for m in seen)
 
     # the learner's HF export loads in transformers and in vLLM, and both decode the same greedy tokens
+    from opd_ray.engines.hf_rollout import HFRollout
+    from opd_ray.engines.vllm_engines import VLLMRollout
     from opd_ray.lab.task import sample_problems
-    from opd_ray.rollout import HFRollout
-    from opd_ray.vllm_backend import VLLMRollout
 
     export = tmp_path / "export"
-    controller.get(actors.learners.save_pretrained_refs(str(export), str(tiny_lab / "student")), 120, "learner")
+    remote.get(actors.learners.save_pretrained_refs(str(export), str(tiny_lab / "student")), 120, "learner")
     kw = dict(max_new_tokens=16, temperature=1.0, top_k=4, run_seed=0)
     hf, vl = HFRollout(str(export), **kw), VLLMRollout(str(export), **kw)
     prompts = [hf.tokenizer(p.prompt)["input_ids"] for p in sample_problems(3, 16, (2, 5))]
@@ -93,13 +94,13 @@ def test_an_engine_samples_its_shards_in_turn_and_each_is_scored(ray_cluster, ti
     """rollout.shards_per_engine=3: one engine's 8 prompts go out as shards of 3, 3 and 2, each chained into the
     teacher on its own; every trajectory is sampled exactly as in one whole batch (its seed, not its batch, decides)."""
     from actors.group import create_actors
-    from opd_ray import fleet
-    from opd_ray.data import PromptStream
+    from opd_ray.loop import fleet
+    from opd_ray.loop.prompt_stream import PromptStream
 
     one = tiny_cfg(tiny_lab, "data.prompts_per_step=8", "learner.cpus_per_rank=0.5")
     three = tiny_cfg(tiny_lab, "data.prompts_per_step=8", "learner.cpus_per_rank=0.5", "rollout.shards_per_engine=3")
     actors = create_actors(one, name_prefix="shards-")
-    controller.get(actors.ready_refs(), 600, "startup")
+    remote.get(actors.ready_refs(), 600, "startup")
     prompts = build_task(one, load_tokenizer(one.model.student)).train[:8]
     responses = {}
     for cfg in (one, three):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from opd_ray.config import ConfigError
+from opd_ray.config.errors import ConfigError
 from tests.actors.loop import tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def run_on_two_nodes(tiny_lab: str, out: str) -> None:
     from ray.cluster_utils import Cluster
 
     from actors.placement import check_cluster_fits
-    from opd_ray.config import ConfigError
+    from opd_ray.config.errors import ConfigError
     from tests.actors.loop import train_with_actors
 
     # Cluster announces itself in /tmp/ray/ray_current_cluster (and deletes that file at shutdown): every
@@ -50,8 +50,10 @@ def run_on_two_nodes(tiny_lab: str, out: str) -> None:
     actors, state, seen = train_with_actors(cfg, Path(out), "pl-")
     nodes = {a["Name"]: a["Address"]["NodeID"] for a in ray._private.state.actors().values()
              if a["Name"].startswith("pl-") and a["State"] == "ALIVE"}
+    actors.kill()  # the end of a run: the placement group is given back
+    group_state = {g["name"]: g["state"] for g in ray.util.placement_group_table().values()}.get("pl-opd-actors")
     result = {"nodes": nodes, "head": cluster.head_node.node_id, "worker": learner_node.node_id,
-              "steps": state.step, "tokens": seen[0]["tokens"], "errors": errors}
+              "steps": state.step, "tokens": seen[0]["tokens"], "errors": errors, "group_after_kill": group_state}
     (Path(out) / "placement.json").write_text(json.dumps(result))
     ray.shutdown()
     cluster.shutdown()
@@ -66,6 +68,7 @@ def test_roles_land_on_the_nodes_the_config_asks_for(tiny_lab, tmp_path):
     head, worker = result["head"], result["worker"]
     assert result["nodes"] == {"pl-rollout-0": head, "pl-teacher-0": worker, "pl-learner-0": worker}, result
     assert result["steps"] == 1 and result["tokens"] > 0
+    assert result["group_after_kill"] == "REMOVED", result
     assert result["errors"]["resource"].startswith("placement.rollout.resources.gpu_node: the run needs 1 gpu_node")
     assert result["errors"]["labels"].startswith("placement.teacher.node_labels: no node")
 

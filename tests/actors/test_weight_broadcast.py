@@ -19,9 +19,9 @@ TOL = 1e-4
 def engine_vs_learner_logp(actors, cfg, tiny_lab, engine: int, version: int):
     """Sampled-token log-probs of a batch from `engine` at `version`, and of the learner's weights (HF forward)
     and the initial weights on the same tokens."""
-    from opd_ray.hf_models import load_model, load_tokenizer
     from opd_ray.lab.task import sample_problems
-    from opd_ray.scoring import response_logits
+    from opd_ray.models.loading import load_model, load_tokenizer
+    from opd_ray.models.scoring import response_logits
 
     tok = load_tokenizer(cfg.model.student)
     prompts = [tok(p.prompt)["input_ids"] for p in sample_problems(3, 8, (2, 5))]

@@ -52,8 +52,8 @@ def test_sigkill_during_checkpoint_write_then_resume_auto(tiny_lab, tmp_path):
 
 
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tiny_lab, tmp_path):
-    from opd_ray.checkpoint import CheckpointDir, config_fingerprint
-    from opd_ray.config import load_config
+    from opd_ray.loop.checkpoint import CheckpointDir, config_fingerprint
+    from opd_ray.run.preflight import load_config
 
     out = tmp_path / "runs"
     ckpt = CheckpointDir(out / "lab_cpu-1" / "checkpoints")

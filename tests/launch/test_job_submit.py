@@ -3,7 +3,7 @@
 The head gets a private temp dir and free ports, keeps Ray 2.60's token authentication on, and is stopped by
 killing its own process group (never `ray stop`, which would kill every Ray process on the machine).
 While the job runs, the test scrapes the head's Prometheus endpoint (`--metrics-export-port`), as Prometheus
-would, and checks every pipeline metric of opd_ray/ray_metrics.py shows up with a plausible value.
+would, and checks every pipeline metric of opd_ray/runtime/ray_metrics.py shows up with a plausible value.
 """
 import json
 import math

@@ -6,10 +6,9 @@ import signal
 import subprocess
 import time
 
-from opd_ray.config import load_config
-from opd_ray.data import PromptStream
-from opd_ray.hf_models import load_tokenizer
-from opd_ray.tasks import build_task
+from opd_ray.loop.prompt_stream import PromptStream
+from opd_ray.models.loading import load_tokenizer
+from opd_ray.run.preflight import build_task, load_config
 from tests.launch.test_crash_resume import ROOT, job
 
 STEPS, BATCH = 30, 8

@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -82,13 +81,12 @@ def test_bad_rows_stop_the_job_before_ray(no_ray, tiny_smol, tmp_path, capsys, c
 
 
 @pytest.mark.parametrize("swap", [False, True])
-def test_mismatched_vocabularies_stop_the_job_before_ray(no_ray, tiny_smol, tmp_path, capsys, swap):
+def test_mismatched_vocabularies_stop_the_job_before_ray(no_ray, no_weights, tiny_smol, tmp_path, capsys, swap):
     roles = [LAB / "student", tiny_smol / "teacher"]
     student, teacher = roles[::-1] if swap else roles
-    t0 = time.monotonic()
     err = one_line_error(capsys, ["--config", CONFIG, f"model.student={student}", f"model.teacher={teacher}",
                                   "rollout.max_new_tokens=8", f"run.out_dir={tmp_path}"])
-    assert time.monotonic() - t0 < 5
+    assert no_weights == []  # the contract reads tokenizers and config files, never the weights
     assert err.startswith("error: model.teacher: the teacher does not fit the student (vocabulary: ")
 
 

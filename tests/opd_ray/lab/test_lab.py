@@ -2,8 +2,9 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from opd_ray.lab.models import build_model
-from opd_ray.lab.task import Problem, extract_answer, sample_problems, verify
+from opd_ray.data.verifiers import extract_answer
+from opd_ray.lab.task import Problem, sample_problems, verify
+from opd_ray.lab.tiny_models import build_model
 from opd_ray.lab.tokenizer import build_tokenizer
 
 

@@ -1,9 +1,9 @@
 """The lab's teachers for the paper's failure conditions: their cards and the chain-of-thought they write."""
 import json
 
-from opd_ray.hf_models import load_model, load_tokenizer
 from opd_ray.lab.task import Problem, verify
-from opd_ray.sampling import decode_responses, sample
+from opd_ray.models.loading import load_model, load_tokenizer
+from opd_ray.models.sampling import decode_responses, sample
 from tests.conftest import LAB
 
 

@@ -2,15 +2,13 @@
 import json
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
-from opd_ray.config import load_config
-from opd_ray.hf_models import load_tokenizer
+from opd_ray.data.verifiers import math_verify_reward
 from opd_ray.lab import real_lab
 from opd_ray.lab.real_lab import Sum
-from opd_ray.tasks import build_task
-from opd_ray.verifiers import math_verify_reward
+from opd_ray.models.loading import load_tokenizer
+from opd_ray.run.preflight import build_task, load_config
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "configs" / "smollm2_cpu.yaml"

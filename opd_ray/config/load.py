@@ -1,0 +1,89 @@
+"""Reading a run configuration: YAML (optionally on top of a `base:` file) + dotted overrides -> an OPDConfig,
+with one-line errors that name the field. Range and cross-field checks are in `opd_ray.run.preflight`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from opd_ray.config.errors import ConfigError, closest_key_hint, mismatched_key, yaml_error_line
+from opd_ray.config.schema import OPDConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_KEY = "base"  # a config file may start from another: `base: lab_cpu.yaml` (relative to its own folder)
+
+
+def read_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
+    """YAML file (and its `base:` chain) + `dotted.key=value` overrides -> an OPDConfig, typed but not yet
+    checked against each other or the models (`opd_ray.run.preflight.load_config` does both)."""
+    path = Path(path)
+    schema = OmegaConf.structured(OPDConfig)
+    layers = load_layers(path)
+    try:
+        merged = OmegaConf.merge(schema, *layers, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except yaml.YAMLError as err:  # a value in a dotted override
+        raise ConfigError(f"overrides: {yaml_error_line(err, 'a key=value override')}") from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "config"
+        message = str(getattr(err, "msg", err)).strip().splitlines()[0]  # OmegaConf appends a multi-line dump
+        if isinstance(err, ConfigKeyError) and "Did you mean" not in message:
+            message += closest_key_hint(schema, key)
+        raise ConfigError(f"{key}: {message} (in {path} or overrides)") from None
+    except TypeError as err:  # OmegaConf raises a bare TypeError when a list meets a mapping, or the reverse
+        raise ConfigError(f"{mismatched_key(schema, overrides)}: {err} (a list where a mapping is expected, or the "
+                          f"reverse; in {path} or overrides)") from None
+
+
+def load_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:
+    """The YAML layers to merge, base first: `path` and, through `base:` keys, the files it starts from."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (the base of {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ConfigError(f"{BASE_KEY}: {path} is its own base (through {' -> '.join(map(str, seen))})")
+    try:
+        layer = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error_line(err, path)) from None
+    base = layer.pop(BASE_KEY, None) if OmegaConf.is_dict(layer) else None
+    if base is None:
+        return [layer]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{BASE_KEY}: must be a config file name, got {base!r} (in {path})")
+    return load_layers(path.parent / base, seen + (path.resolve(),)) + [layer]
+
+
+def as_list(value) -> list:
+    return [] if value in (None, "") else ([value] if isinstance(value, str) else list(value))
+
+
+def eval_source(spec) -> dict:
+    """One `data.eval_files` entry as {files: [...], prompt_key, answer_key} (keys "" = data.prompt_key/answer_key)."""
+    spec = dict(spec) if isinstance(spec, dict) else {"files": spec}
+    unknown = set(spec) - {"files", "prompt_key", "answer_key"}
+    if unknown:
+        raise ConfigError(f"data.eval_files: unknown key(s) {sorted(unknown)}; an entry is file(s) or "
+                          "{files, prompt_key, answer_key}")
+    return {"files": [local_or_given(f) for f in as_list(spec.get("files"))],
+            "prompt_key": spec.get("prompt_key", ""), "answer_key": spec.get("answer_key", "")}
+
+
+def local_or_given(name) -> str:
+    name = str(name)
+    for base in (Path.cwd(), REPO_ROOT):
+        if (base / name).exists():
+            return str((base / name).resolve())
+    return name  # a hub dataset id, or a missing file (the task names it)
+
+
+def resolve_path(name: str) -> str:
+    """Relative model paths are relative to the repository root, so `ray job submit` works from anywhere."""
+    candidate = REPO_ROOT / name
+    return str(candidate) if not Path(name).is_absolute() and candidate.exists() else name
+
+
+def to_yaml(cfg: OPDConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+

@@ -1,0 +1,105 @@
+"""Held-out evaluation through the actors: every set greedily and as avg@k; gap recovery per set; the
+teacher-continuation advantage (paper §6.1).
+
+`servers` are rollout engines (the student) or teacher servers: both answer `greedy(prompt_ids)` and
+`sample_texts(prompt_ids, seeds, temperature, top_p)`. The verifier runs here, on the driver.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from tqdm import tqdm
+
+from opd_ray.config.schema import OPDConfig
+from opd_ray.data.task import Example, Verifier, accuracy
+from opd_ray.models.sampling import trajectory_seed
+from opd_ray.runtime.remote import get
+
+Generate = Callable[[list[list[int]]], list[str]]  # prompt token ids -> greedy response texts
+CHUNK = 128  # prompts per call and server: the progress bar moves, and no call holds a whole large set
+EVAL_EPOCH = -1  # evaluation seeds use traj_ids (EVAL_EPOCH, set, problem, sample): never a training id
+
+
+def spread(servers: list, method: str, prompt_ids: list[list[int]], timeout_s: float, per_row: tuple = (),
+           shared: tuple = ()) -> list[str]:
+    """Call `method` on the servers, each with an interleaved share of the rows (and of each list in `per_row`;
+    `shared` arguments go to every call as they are); results in row order."""
+    n = len(servers)
+    refs = [getattr(s, method).remote(prompt_ids[i::n], *(a[i::n] for a in per_row), *shared)
+            for i, s in enumerate(servers)]
+    out = [None] * len(prompt_ids)
+    for i, shard in enumerate(get(refs, timeout_s, "rollout")):
+        out[i::n] = shard
+    return out
+
+
+def greedy_texts(servers: list, prompt_ids: list[list[int]], timeout_s: float) -> list[str]:
+    """Greedy decoding spread over the given actors, in prompt order."""
+    return spread(servers, "greedy", prompt_ids, timeout_s)
+
+
+def sampled_texts(servers: list, prompt_ids: list[list[int]], seeds: list[int], cfg: OPDConfig) -> list[str]:
+    """One sample per row at eval.temperature and eval.top_p, each with its own seed."""
+    return spread(servers, "sample_texts", prompt_ids, cfg.pipeline.rollout_timeout_s, per_row=(seeds,),
+                  shared=(cfg.eval.temperature, cfg.eval.top_p))
+
+
+def evaluate(servers: list, eval_sets: dict[str, list[Example]], verify: Verifier, cfg: OPDConfig,
+             desc: str = "eval") -> dict[str, dict[str, float]]:
+    """{set: {"greedy": accuracy, "avg@k": mean accuracy of k samples per problem}} (avg@k when eval.avg_k)."""
+    k, timeout = cfg.eval.avg_k, cfg.pipeline.rollout_timeout_s
+    total = sum(len(examples) for examples in eval_sets.values()) * (1 + k)
+    step = CHUNK * len(servers)
+    results = {}
+    with tqdm(total=total, desc=desc, unit="answer", leave=False, mininterval=2.0) as bar:
+        for s, (name, examples) in enumerate(eval_sets.items()):
+            greedy = []
+            for lo in range(0, len(examples), step):
+                chunk = examples[lo: lo + step]
+                greedy += greedy_texts(servers, [list(ex.prompt_ids) for ex in chunk], timeout)
+                bar.update(len(chunk))
+            results[name] = {"greedy": accuracy(verify, examples, greedy)}
+            if k:
+                rows = [(i, j) for i in range(len(examples)) for j in range(k)]
+                texts = []
+                for lo in range(0, len(rows), step):
+                    chunk = rows[lo: lo + step]
+                    seeds = [trajectory_seed(cfg.run.seed, (EVAL_EPOCH, s, i, j), 0) for i, j in chunk]
+                    texts += sampled_texts(servers, [list(examples[i].prompt_ids) for i, _ in chunk], seeds, cfg)
+                    bar.update(len(chunk))
+                results[name][f"avg@{k}"] = accuracy(verify, [examples[i] for i, _ in rows], texts)
+    return results
+
+
+def gap_recovery(before: float, after: float, teacher: float) -> float:
+    """(after - before) / (teacher - before); NaN when the teacher is no better than the student was."""
+    gap = teacher - before
+    return (after - before) / gap if gap > 0 else float("nan")
+
+
+def gap_recoveries(before: dict, after: dict, teacher: dict) -> dict[str, dict[str, float]]:
+    """Gap recovery per evaluation set and per measure (greedy, avg@k)."""
+    return {name: {m: gap_recovery(before[name][m], after[name][m], teacher[name][m]) for m in after[name]}
+            for name in after}
+
+
+def teacher_continuation_advantage(student: Generate, teacher: Generate, examples: list[Example], tokenizer,
+                                   verify: Verifier, depths: list[float]) -> dict[str, float]:
+    """§6.1: cut the student's greedy responses after a fraction `d` of their tokens, let the teacher continue,
+    and report teacher-continued accuracy minus the student's own accuracy, per depth.
+
+    A large positive value at depth d means the teacher still knows how to finish from where the student is:
+    there is capability left to distil at those states. Depth 0 is the teacher answering alone.
+    """
+    prompt_ids = [list(ex.prompt_ids) for ex in examples]
+    responses = student(prompt_ids)
+    out = {"student_accuracy": accuracy(verify, examples, responses)}
+    for depth in depths:
+        prefixes = []
+        for text in responses:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            prefixes.append(ids[: int(len(ids) * depth)])
+        continued = teacher([p + prefix for p, prefix in zip(prompt_ids, prefixes)])
+        full = [tokenizer.decode(prefix, skip_special_tokens=True) + rest for prefix, rest in zip(prefixes, continued)]
+        out[f"depth_{depth:g}"] = accuracy(verify, examples, full) - out["student_accuracy"]
+    return out

@@ -1,0 +1,77 @@
+"""Saving and restoring the whole loop: learner ranks (DeepSpeed), loop state and data cursor.
+
+Used for `--resume` and for restarting a learner group after a rank died.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import ray
+
+from opd_ray.loop.checkpoint import (
+    CheckpointDir,
+    DiskFullError,
+    check_free_space,
+    checkpoint_estimate,
+    config_fingerprint,
+    disk_full_message,
+    read_state,
+)
+from opd_ray.loop.prompt_stream import PromptStream
+from opd_ray.runtime.faults import maybe_fault
+
+
+def loop_state_dict(state, stream: PromptStream, cfg) -> dict:
+    return {
+        "step": state.step, "policy_version": state.policy_version, "refused_stale": state.refused_stale,
+        "consumed": sorted(list(t) for t in state.consumed),
+        "stream": {"epoch": stream.epoch, "position": stream.position,
+                   "retry": [list(t) for t in stream.retry_ids()]},
+        "config": config_fingerprint(cfg),
+    }
+
+
+def save_checkpoint(actors, state, stream: PromptStream, ckpt: CheckpointDir, cfg, get) -> Path:
+    """Every rank writes its DeepSpeed state into tmp_step_N; then state.json, fsync, rename, pointer.
+
+    The free space is checked first (the last checkpoint's size is the estimate). A write that still runs out of
+    space leaves no partial checkpoint behind, and the error names the disk; the last complete one is kept.
+    """
+    timeout, needed = cfg.pipeline.learner_timeout_s, checkpoint_estimate(ckpt, cfg.model.student)
+    check_free_space(ckpt, needed)
+    tmp = ckpt.begin(state.step)
+    try:
+        get(actors.learners.save_checkpoint_refs(str(tmp / "learner")), timeout, "learner")
+        if cfg.ckpt.export_hf:
+            get(actors.learners.save_pretrained_refs(str(tmp / "hf"), cfg.model.student), timeout, "learner")
+        maybe_fault(cfg.run.fault, "ckpt_publish", step=state.step)
+        return ckpt.publish(tmp, state.step, loop_state_dict(state, stream, cfg))
+    except (OSError, ray.exceptions.RayTaskError) as err:
+        free = shutil.disk_usage(ckpt.root).free
+        if "No space left" not in str(err) and free > 1 << 20:
+            raise  # not the disk (DeepSpeed's own message on a full disk is "basic_ios::clear: iostream error")
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DiskFullError(disk_full_message(ckpt, f"writing {tmp} failed with {free / 1e6:.1f} MB left")) from None
+
+
+def restore(actors, checkpoint: Path, state, stream: PromptStream, cfg, get) -> None:
+    """Load every rank's DeepSpeed state and rewind the loop state and data cursor to the checkpoint."""
+    saved = read_state(checkpoint)
+    steps = get(actors.learners.load_checkpoint_refs(str(Path(checkpoint) / "learner")),
+                cfg.pipeline.learner_timeout_s, "learner")
+    if set(steps) != {saved["step"]}:
+        raise RuntimeError(f"learner ranks restored optimizer steps {steps}, checkpoint says {saved['step']}")
+    state.step, state.policy_version = saved["step"], saved["policy_version"]
+    state.refused_stale = saved["refused_stale"]
+    state.consumed = {tuple(t) for t in saved["consumed"]}
+    s = saved["stream"]
+    stream.epoch, stream.position = s["epoch"], s["position"]
+    stream.set_retry(s["retry"])
+
+
+def reset(state, stream: PromptStream) -> None:
+    """Back to the very start (a learner restart before any checkpoint existed)."""
+    state.step = state.policy_version = state.refused_stale = 0
+    state.consumed = set()
+    stream.epoch, stream.position, stream.retry = 0, 0, []

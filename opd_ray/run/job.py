@@ -1,0 +1,158 @@
+"""The outline of one OPD run: check everything on the driver, evaluate before, train, evaluate after, write
+the summary. `launch/opd_job.py` parses arguments, connects to Ray and calls these two functions:
+
+    prepared = prepare(cfg)                     # models, contract, task: errors here, before any actor
+    summary = run(cfg, prepared, run_dir, ...)  # actors, evaluation, training, summary.json
+
+Like the controller, this module receives actor factories and never imports `actors/`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from opd_ray.config.schema import OPDConfig
+from opd_ray.data.prompt_selection import EntropyCollapseWatch
+from opd_ray.data.task import Task
+from opd_ray.data.verifiers import get_verifier
+from opd_ray.loop import controller, resume
+from opd_ray.loop.checkpoint import CheckpointDir
+from opd_ray.loop.evaluation import evaluate, gap_recoveries, greedy_texts, teacher_continuation_advantage
+from opd_ray.loop.prompt_stream import PromptStream
+from opd_ray.run import cold_start
+from opd_ray.run.preflight import Prepared
+from opd_ray.runtime.metrics import MetricsSink
+from opd_ray.runtime.remote import get
+
+
+def continuation_eval(actors, prepared: Prepared, cfg: OPDConfig) -> dict[str, float]:
+    """Teacher-continuation advantage on the primary set, per prefix depth (data.continuation_depths)."""
+    if not cfg.data.continuation_depths:
+        return {}
+    timeout, task = cfg.pipeline.rollout_timeout_s, prepared.task
+    return teacher_continuation_advantage(lambda ids: greedy_texts(actors.rollouts, ids, timeout),
+                                          lambda ids: greedy_texts(actors.teachers, ids, timeout),
+                                          task.eval_sets[task.primary], prepared.tokenizer,
+                                          get_verifier(task.verifier), cfg.data.continuation_depths)
+
+
+def evaluate_before(actors, prepared: Prepared, cfg: OPDConfig, run_dir: Path) -> dict:
+    """Teacher and initial-student accuracy, measured once per run directory (a resume reuses them)."""
+    cache = run_dir / "eval_before.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    task, verify = prepared.task, get_verifier(prepared.task.verifier)
+    result = {"teacher": evaluate(actors.teachers, task.eval_sets, verify, cfg, desc="eval teacher"),
+              "student": evaluate(actors.rollouts, task.eval_sets, verify, cfg, desc="eval student"),
+              "continuation": continuation_eval(actors, prepared, cfg)}
+    cache.write_text(json.dumps(result) + "\n")
+    return result
+
+
+def eval_metrics(results: dict[str, dict[str, float]], prefix: str = "eval") -> dict[str, float]:
+    """{set: {measure: value}} -> flat metric names, e.g. eval/aime/avg@16."""
+    return {f"{prefix}/{name}/{measure}": value for name, m in results.items() for measure, value in m.items()}
+
+
+def periodic_eval(actors, prepared: Prepared, cfg: OPDConfig, sink: MetricsSink):
+    """A `controller.train(on_step=...)` hook: the student on every evaluation set each `eval.every` steps."""
+    verify = get_verifier(prepared.task.verifier)
+
+    def hook(state, metrics) -> None:
+        if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < cfg.run.steps:
+            sink.log(state.step, eval_metrics(evaluate(actors.rollouts, prepared.task.eval_sets, verify, cfg,
+                                                       desc=f"eval student @ step {state.step}")))
+    return hook
+
+
+def run(cfg: OPDConfig, prepared: Prepared, run_dir: Path, create_actors, resume_from: Path | None = None,
+        name_prefix: str = "") -> dict:
+    """Start the actors, evaluate, train to run.steps, evaluate, checkpoint and write summary.json."""
+    t_start = time.time()
+    stream = PromptStream(cold_start.opd_examples(prepared.task, cfg), cfg.data.samples_per_prompt, cfg.run.seed)
+    ckpt = CheckpointDir(run_dir / "checkpoints", cfg.ckpt.keep_last)
+    for partial in ckpt.clean_partial():
+        print(f"[opd] removed the partial checkpoint {partial} (a crash interrupted it)", flush=True)
+    actors = create_actors(cfg, name_prefix)  # checks first that the cluster can hold the run (placement.*)
+    try:
+        return train_and_evaluate(cfg, prepared, run_dir, actors, stream, ckpt, resume_from, t_start)
+    finally:
+        actors.kill()
+
+
+def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors, stream: PromptStream,
+                       ckpt: CheckpointDir, resume_from: Path | None, t_start: float) -> dict:
+    """The run on started actors: evaluate before (or reuse it), restore a checkpoint if asked, train, evaluate
+    after, checkpoint the final step, write summary.json."""
+    task = prepared.task
+    get(actors.ready_refs(), cfg.pipeline.startup_timeout_s, "startup")
+    nodes = actors.node_ips(get, cfg.pipeline.startup_timeout_s)
+    print("[opd] actors on nodes: " + ", ".join(f"{name} {ip}" for name, ip in nodes.items()), flush=True)
+    ev = evaluate_before(actors, prepared, cfg, run_dir)
+    print(f"[opd] before: student {format_eval(ev['student'])} | teacher {format_eval(ev['teacher'])}", flush=True)
+    state = controller.LoopState()
+    if resume_from is not None:
+        resume.restore(actors, resume_from, state, stream, cfg, get)
+        controller.sync_weights(actors, state.policy_version, cfg)  # engines serve the restored version
+        print(f"[opd] resumed from {resume_from} at step {state.step} (policy v{state.policy_version})", flush=True)
+    sink = MetricsSink(run_dir)
+    if state.step == 0:
+        sink.log(0, eval_metrics(ev["student"]) | eval_metrics(ev["teacher"], "eval_teacher"))
+    watch, evals = EntropyCollapseWatch(cfg.data.entropy_collapse_ratio), periodic_eval(actors, prepared, cfg, sink)
+    t_train = time.time()
+    state = controller.train(actors, stream, cfg, sink, state, ckpt,
+                             on_step=lambda s, m: (watch(s, m), evals(s, m)))
+    train_s = time.time() - t_train
+    after = evaluate(actors.rollouts, task.eval_sets, get_verifier(task.verifier), cfg, desc="eval student")
+    continuation_after = continuation_eval(actors, prepared, cfg)
+    final = ckpt.latest()
+    if final is None or final.name != f"step_{state.step}":
+        final = resume.save_checkpoint(actors, state, stream, ckpt, cfg, get)
+    export_dir = final / "hf" if cfg.ckpt.export_hf else None
+    summary = summarize(task, ev, after) | {
+        "steps": state.step, "trajectories": len(state.consumed), "refused_stale": state.refused_stale,
+        "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
+        "continuation_before": ev.get("continuation"), "continuation_after": continuation_after,
+        "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
+        "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
+        "actor_nodes": nodes,
+    }
+    sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)})
+    sink.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarize(task: Task, before: dict, after: dict) -> dict:
+    """Per set: student before/after and teacher, greedy and avg@k, and their gap recovery. The headline keys
+    (student_before, student_after, teacher, gap_recovery) are the primary set's greedy accuracy."""
+    recovery = gap_recoveries(before["student"], after, before["teacher"])
+    per_set = {name: {"student_before": before["student"][name], "student_after": after[name],
+                      "teacher": before["teacher"][name], "gap_recovery": recovery[name]} for name in after}
+    p = task.primary
+    return {"task": task.name, "primary_set": p, "student_before": before["student"][p]["greedy"],
+            "student_after": after[p]["greedy"], "teacher": before["teacher"][p]["greedy"],
+            "gap_recovery": recovery[p]["greedy"], "eval": per_set}
+
+
+def format_eval(results: dict[str, dict[str, float]]) -> str:
+    return "; ".join(f"{name} " + " ".join(f"{m} {v:.3f}" for m, v in r.items()) for name, r in results.items())
+
+
+def percent(value: float) -> str:
+    return "n/a (no gap to close)" if math.isnan(value) else f"{value:.1%}"
+
+
+def final_lines(summary: dict) -> list[str]:
+    """What the job prints at the end: per evaluation set, student before -> after (teacher) and gap recovery."""
+    lines = []
+    for name, s in summary["eval"].items():
+        parts = [f"{m} {s['student_before'][m]:.3f} -> {s['student_after'][m]:.3f} (teacher {s['teacher'][m]:.3f}, "
+                 f"gap recovery {percent(s['gap_recovery'][m])})" for m in s["student_after"]]
+        lines.append(f"[opd] {name}: " + "; ".join(parts))
+    lines.append(f"[opd] {summary['primary_set']} (greedy): student {summary['student_before']:.3f} -> "
+                 f"{summary['student_after']:.3f} (teacher {summary['teacher']:.3f}); gap recovery "
+                 f"{percent(summary['gap_recovery'])}; {summary['steps']} steps in {summary['train_s']} s")
+    return lines

@@ -1,0 +1,30 @@
+"""pipeline.threads: how many torch threads an actor computes with."""
+import os
+
+import pytest
+
+from opd_ray.runtime.process import actor_threads
+
+CORES = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("policy, staleness, reserved, role_size, expected", [
+    ("reserved", 0, 0.5, 1, 1),  # a fraction of a CPU still computes on one thread
+    ("reserved", 0, 3.7, 1, 3),
+    ("node", 1, 0.5, 1, CORES),  # the node's cores, whatever the reservation
+    ("node", 0, 0.5, CORES, 1),  # shared by the role's actors, which run at once
+    ("auto", 0, 0.5, 1, CORES),  # stages one after another: each has the node while it runs
+    ("auto", 1, 0.5, 1, 1),  # stages overlap: the reservation splits the cores
+])
+def test_thread_policy(policy, staleness, reserved, role_size, expected):
+    assert actor_threads(reserved, role_size, policy, staleness) == expected
+
+
+def test_node_policy_follows_the_cores_this_process_may_use():
+    """Slurm and cgroups give a job fewer cores than the machine has: "node" counts the affinity mask, not nproc."""
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert actor_threads(0.5, 1, "node", 0) == 1
+    finally:
+        os.sched_setaffinity(0, before)

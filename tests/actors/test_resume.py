@@ -41,11 +41,26 @@ def assert_same(weights_a, weights_b):
         np.testing.assert_allclose(weights_b[name], weights_a[name], rtol=1e-6, atol=1e-9, err_msg=name)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(ray_cluster, tiny_lab, tmp_path_factory):
+    """The fault-free run of each ZeRO stage, computed once for the tests that compare with it:
+    uninterrupted(stage) -> (losses, served weights, loop state)."""
+    runs = {}
+
+    def run(zero_stage):
+        if zero_stage not in runs:
+            tmp = tmp_path_factory.mktemp(f"uninterrupted_zero{zero_stage}")
+            losses, weights, state, actors = run_steps(make_cfg(tiny_lab, zero_stage), tmp, STEPS, f"ref{zero_stage}-")
+            kill(actors)
+            runs[zero_stage] = losses, weights, state
+        return runs[zero_stage]
+    return run
+
+
 @pytest.mark.parametrize("zero_stage", [1, 2, 3])
-def test_resume_equals_uninterrupted_run(ray_cluster, tiny_lab, tmp_path, zero_stage):
+def test_resume_equals_uninterrupted_run(uninterrupted, tiny_lab, tmp_path, zero_stage):
     cfg = make_cfg(tiny_lab, zero_stage)
-    ref_losses, ref_w, ref_state, actors = run_steps(cfg, tmp_path / "ref", STEPS, f"ref{zero_stage}-")
-    kill(actors)
+    ref_losses, ref_w, ref_state = uninterrupted(zero_stage)
     first, _, _, actors = run_steps(cfg, tmp_path / "res", 2, f"a{zero_stage}-")
     kill(actors)
     checkpoint = CheckpointDir(tmp_path / "res" / "checkpoints").latest()
@@ -59,10 +74,8 @@ def test_resume_equals_uninterrupted_run(ray_cluster, tiny_lab, tmp_path, zero_s
     assert {t[0] for t in res_state.consumed} == {0, 1}  # the resumed half ran the next epoch
 
 
-def test_dead_learner_rank_restarts_group_from_checkpoint(ray_cluster, tiny_lab, tmp_path):
-    cfg = make_cfg(tiny_lab, 1)
-    ref_losses, ref_w, _, actors = run_steps(cfg, tmp_path / "ref", STEPS, "ok-")
-    kill(actors)
+def test_dead_learner_rank_restarts_group_from_checkpoint(uninterrupted, tiny_lab, tmp_path):
+    ref_losses, ref_w, _ = uninterrupted(1)
     faulty = make_cfg(tiny_lab, 1, "run.fault=learner_step:rank=1,step=3,gen=0,action=exit")
     losses, weights, state, actors = run_steps(faulty, tmp_path / "fault", STEPS, "f-")
     assert actors.learners.generation == 1

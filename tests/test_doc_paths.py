@@ -14,7 +14,8 @@ TEXT_SUFFIXES = {".py", ".md", ".yaml", ".toml", ".sh", ".sbatch"}
 
 def tracked_text_files() -> list[Path]:
     names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    return [ROOT / n for n in names if Path(n).suffix in TEXT_SUFFIXES or Path(n).name in ("Makefile", "run")]
+    return [ROOT / n for n in names if (Path(n).suffix in TEXT_SUFFIXES or Path(n).name in ("Makefile", "run"))
+            and n != "tests/test_doc_paths.py"]  # this file names missing paths on purpose
 
 
 def missing_paths() -> list[str]:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, BATCH = 6, 8
 
@@ -22,6 +24,7 @@ def job(tiny_lab, out_dir, *extra):
             "ckpt.save_every=2", "ckpt.keep_last=3", *extra]
 
 
+@pytest.mark.slow  # two whole jobs, killed and resumed: the slow tier, which CI runs (make test-slow)
 def test_sigkill_during_checkpoint_write_then_resume_auto(tiny_lab, tmp_path):
     out = tmp_path / "runs"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

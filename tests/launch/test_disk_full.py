@@ -25,6 +25,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow  # two whole jobs, killed and resumed: the slow tier, which CI runs (make test-slow)
 @pytest.mark.parametrize("size_mb, failed_step, kept", [
     (20, 4, "step_2"),  # the second checkpoint does not fit: refused before writing
     (12, 2, None),  # the first one runs out of space while being written (the estimate was too small)

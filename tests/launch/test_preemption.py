@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from opd_ray.loop.prompt_stream import PromptStream
 from opd_ray.models.loading import load_tokenizer
 from opd_ray.run.preflight import build_task, load_config
@@ -33,6 +35,7 @@ def wait_for_step(out_dir, step: int, process, timeout_s: float = 600) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # two whole jobs, killed and resumed: the slow tier, which CI runs (make test-slow)
 def test_sigterm_checkpoints_and_resume_auto_finishes_the_same_run(tiny_lab, tmp_path):
     out, env = tmp_path / "runs", {**os.environ, "HF_HUB_OFFLINE": "1"}
     args = job(tiny_lab, out, f"run.steps={STEPS}", "ckpt.save_every=0", "eval.avg_k=0", "data.continuation_depths=[]")

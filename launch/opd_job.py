@@ -31,6 +31,7 @@ from opd_ray.loop.checkpoint import (  # noqa: E402
 from opd_ray.loop.fleet import FleetError  # noqa: E402
 from opd_ray.run import cold_start, job, preflight  # noqa: E402
 from opd_ray.run.preflight import load_config
+from opd_ray.runtime.remote import PipelineTimeout  # noqa: E402
 from opd_ray.runtime.signals import Stopped  # noqa: E402
 
 
@@ -54,6 +55,10 @@ def connect_ray() -> None:
 def start_engine(cfg: OPDConfig, name: str):
     """A rollout engine serving cfg.model.student (the cold start uses one for the teacher's answers)."""
     return RolloutEngine.options(name=name, **Placement(cfg).options("rollout", 0)).remote(cfg, 0)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    return " ".join(["python", "launch/opd_job.py", "--config", args.config, *args.overrides, "--resume", "auto"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = job.run(cfg, prepared, run_dir, create_actors, resume_from)
     except Stopped as stop:  # SIGTERM / SIGINT: a checkpoint was written after the last step
-        again = " ".join(["python", "launch/opd_job.py", "--config", args.config, *args.overrides, "--resume", "auto"])
-        print(f"[opd] {stop}. Resume with: {again}", file=sys.stderr, flush=True)
+        print(f"[opd] {stop}. Resume with: {resume_command(args)}", file=sys.stderr, flush=True)
         return stop.exit_code
+    except PipelineTimeout as err:  # a stage hung past its timeout: the checkpoints written so far are kept
+        print(f"error: {err}; the checkpoints written so far are kept. Resume with: {resume_command(args)}",
+              file=sys.stderr, flush=True)
+        return 1
     except (FleetError, DiskFullError) as err:  # an actor failed too often; a checkpoint did not fit
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1

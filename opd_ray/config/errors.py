@@ -6,7 +6,6 @@ from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -34,13 +33,3 @@ def closest_key_hint(schema, full_key: str) -> str:
     keys = [str(k) for k in section.keys()] if hasattr(section, "keys") else []
     close = difflib.get_close_matches(last, keys, n=1, cutoff=0.5)
     return f"; did you mean {'.'.join(parents + close)!r}?" if close else ""
-
-
-def mismatched_key(schema, overrides: list[str]) -> str:
-    """The first override that cannot merge into the schema on its own (else the YAML file is at fault)."""
-    for override in overrides:
-        try:
-            OmegaConf.merge(schema, OmegaConf.from_dotlist([override]))
-        except (TypeError, OmegaConfBaseException):
-            return override.split("=", 1)[0]
-    return "config"

@@ -8,7 +8,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from opd_ray.config.errors import ConfigError, closest_key_hint, mismatched_key, yaml_error_line
+from opd_ray.config.errors import ConfigError, closest_key_hint, yaml_error_line
 from opd_ray.config.schema import OPDConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,19 +22,45 @@ def read_config(path: str | Path, overrides: list[str] = ()) -> OPDConfig:
     schema = OmegaConf.structured(OPDConfig)
     layers = load_layers(path)
     try:
-        merged = OmegaConf.merge(schema, *layers, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(schema, *layers)
+    except (OmegaConfBaseException, TypeError) as err:
+        raise config_error(err, schema, path, "config") from None
+    for override in overrides:
+        try:
+            apply_override(merged, override)
+        except yaml.YAMLError as err:  # a value in a dotted override
+            raise ConfigError(f"overrides: {yaml_error_line(err, 'a key=value override')}") from None
+        except (OmegaConfBaseException, TypeError) as err:
+            raise config_error(err, schema, path, override.split("=", 1)[0].strip()) from None
+    try:
         return OmegaConf.to_object(merged)
-    except yaml.YAMLError as err:  # a value in a dotted override
-        raise ConfigError(f"overrides: {yaml_error_line(err, 'a key=value override')}") from None
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "config"
-        message = str(getattr(err, "msg", err)).strip().splitlines()[0]  # OmegaConf appends a multi-line dump
-        if isinstance(err, ConfigKeyError) and "Did you mean" not in message:
-            message += closest_key_hint(schema, key)
-        raise ConfigError(f"{key}: {message} (in {path} or overrides)") from None
-    except TypeError as err:  # OmegaConf raises a bare TypeError when a list meets a mapping, or the reverse
-        raise ConfigError(f"{mismatched_key(schema, overrides)}: {err} (a list where a mapping is expected, or the "
-                          f"reverse; in {path} or overrides)") from None
+        raise config_error(err, schema, path, "config") from None
+
+
+def config_error(err: Exception, schema, path: Path, key: str) -> ConfigError:
+    """What OmegaConf raised, as one line that names the field (`key` when OmegaConf names none)."""
+    key = getattr(err, "full_key", None) or key
+    message = str(getattr(err, "msg", err)).strip().splitlines()[0]  # OmegaConf appends a multi-line dump
+    if isinstance(err, ConfigKeyError) and "Did you mean" not in message:
+        message += closest_key_hint(schema, key)
+    if isinstance(err, TypeError) or "incompatible container types" in message:
+        message += " (a list where a mapping is expected, or the reverse)"
+    return ConfigError(f"{key}: {message} (in {path} or overrides)")
+
+
+def apply_override(cfg, override: str) -> None:
+    """One `key=value` override. A mapping given for a mapping field (`data.eval_files={mine: [a.jsonl]}`)
+    replaces the file's mapping, as a user who names the sets means; `data.eval_files.mine=a.jsonl` adds one.
+    Everything else merges as OmegaConf does (a mapping into a section sets only the keys it names)."""
+    given = OmegaConf.from_dotlist([override])
+    key = override.split("=", 1)[0].strip()
+    value = OmegaConf.select(given, key, default=None)
+    current = OmegaConf.select(cfg, key, default=None)
+    if OmegaConf.is_dict(value) and OmegaConf.is_dict(current) and OmegaConf.get_type(current) is dict:
+        OmegaConf.update(cfg, key, value, merge=False)
+    else:
+        cfg.merge_with(given)
 
 
 def load_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:

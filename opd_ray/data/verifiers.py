@@ -2,7 +2,9 @@
 
 - `math`: the `math-verify` package, as the paper grades: the answer is extracted from the response (a
   `\\boxed{}` first, else the last answer-like expression) and compared with the reference by symbolic
-  equivalence. Never raises: any failure is 0.0.
+  equivalence. math-verify's own timeouts score 0.0 and are counted (`error_count`, logged as
+  `verifier/errors`); anything else (a broken install, a bug) raises: a grader that fails silently turns every
+  answer wrong.
 - `exact`: a normalised string match (see `exact_match`).
 - `lab_arith`: the lab's verifier (`#<sum>` at the end of the response).
 - `module:function` or `path/to/file.py:function`: your own function `f(response, answer) -> bool | float`.
@@ -20,12 +22,14 @@ import importlib.util
 import re
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 Verifier = Callable[[str, str], float]
 VERIFIERS = ("math", "exact", "lab_arith")
 FIELD = "data.verifier"
+ERRORS: Counter = Counter()  # answers scored 0.0 because the grader gave up (math-verify's timeouts), this process
 # math-verify's own per-call limits (seconds); enforced with SIGALRM, so only in the main thread.
 MATH_PARSE_TIMEOUT_S = 5
 MATH_VERIFY_TIMEOUT_S = 5
@@ -74,12 +78,20 @@ def parse_gold(answer: str, parsing_timeout: int | None) -> tuple:
     return tuple(wrapped or parse(answer, parsing_timeout=parsing_timeout))
 
 
+def error_count() -> int:
+    """How many answers this process scored 0.0 because the grader gave up."""
+    return sum(ERRORS.values())
+
+
 def math_verify_reward(response: str, answer: str) -> float:
-    """1.0 when math-verify finds the response's answer equivalent to the reference; any failure is 0.0."""
+    """1.0 when math-verify finds the response's answer equivalent to the reference. Its timeouts give 0.0 and
+    are counted in ERRORS; any other exception (an import that fails, a bug) is raised."""
+    from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
+
+    silence_math_verify_timeout_warning()
+    parsing_timeout, verify_timeout = math_timeouts()
     try:
-        from math_verify import parse, verify
-        silence_math_verify_timeout_warning()
-        parsing_timeout, verify_timeout = math_timeouts()
         gold = parse_gold(str(answer).strip(), parsing_timeout)
         if not gold:
             return 0.0
@@ -87,9 +99,8 @@ def math_verify_reward(response: str, answer: str) -> float:
         if not pred:
             return 0.0
         return 1.0 if verify(list(gold), pred, timeout_seconds=verify_timeout) else 0.0
-    except BaseException as err:  # math-verify's TimeoutException is a BaseException; only real exits pass
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
-            raise
+    except TimeoutException:  # math-verify's own limit (a BaseException): a wrong answer, counted
+        ERRORS["math_verify_timeout"] += 1
         return 0.0
 
 

@@ -94,6 +94,19 @@ class TeacherPayload:
         return out
 
 
+def check_finite_fields(fields: dict, mask_BR: np.ndarray) -> None:
+    """The same rule for a shipped payload (the vLLM teacher's, built from the engine's own top-k): NaN or +inf
+    in a log-prob field at a valid position is reported, never shipped."""
+    valid_BR = np.asarray(mask_BR, dtype=bool)
+    for name, value in fields.items():
+        if value is None or not np.issubdtype(np.asarray(value).dtype, np.floating):
+            continue
+        bad = np.isnan(value) | np.isposinf(value)
+        bad_BR = bad.reshape(bad.shape[:2] + (-1,)).any(-1) & valid_BR
+        if bad_BR.any():
+            raise FloatingPointError(f"teacher {name} is NaN/inf at {int(bad_BR.sum())} valid positions")
+
+
 def check_finite(logp_BRV: torch.Tensor, mask_BR: np.ndarray) -> None:
     """NaN (or +inf) at a valid position is a numerics bug: report it, never mask it (docs/design.md invariant 7)."""
     bad = torch.isnan(logp_BRV).any(-1) | torch.isposinf(logp_BRV).any(-1)

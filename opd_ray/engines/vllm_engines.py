@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from opd_ray.engines.hf_rollout import StaleEngineError  # noqa: E402
-from opd_ray.engines.hf_teacher import TeacherPayload  # noqa: E402
+from opd_ray.engines.hf_teacher import TeacherPayload, check_finite, check_finite_fields  # noqa: E402
 from opd_ray.engines.weight_sync import EngineWeightTransfer
 from opd_ray.models.folders import logit_width
 from opd_ray.models.loading import load_tokenizer, torch_dtype  # noqa: E402
@@ -226,7 +226,13 @@ class VLLMTeacher:
 
     def score(self, batch: TrajectoryBatch) -> TrajectoryBatch:
         t0 = time.perf_counter()
-        fields = self.payload.fields(self.full_logp_BRV(batch), batch) if self.full_vocab else self.topk_fields(batch)
+        if self.full_vocab:  # NaN/inf at a valid position is reported, never masked: the HF teacher's rule
+            logp_BRV = self.full_logp_BRV(batch)
+            check_finite(logp_BRV, batch.response_mask_BR)
+            fields = self.payload.fields(logp_BRV, batch)
+        else:
+            fields = self.topk_fields(batch)
+            check_finite_fields(fields, batch.response_mask_BR)
         return batch.with_teacher(**fields, stage_s={**batch.stage_s, "teacher": time.perf_counter() - t0})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:

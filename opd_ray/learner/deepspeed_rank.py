@@ -172,6 +172,7 @@ class DeepSpeedLearner:
         Under ZeRO-3 parameters are gathered one at a time, so at most one full tensor is materialised
         beyond the copy being built.
         """
+        maybe_fault(self.fault, "learner_weights", rank=self.rank, step=self.optimizer_steps, gen=self.generation)
         module = self.engine.module
         if self.zero_stage != 3:
             return state_dict_numpy(module)

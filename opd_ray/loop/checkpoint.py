@@ -2,7 +2,9 @@
 
 Layout under `<run_dir>/checkpoints/`:
     step_N/learner/...   DeepSpeed engine state of every rank (model, optimizer, scheduler, RNG)
-    step_N/state.json    step, policy_version, data cursor, consumed traj_ids, config fingerprint
+    step_N/state.json    step, policy_version, data cursor, consumed traj_ids, config fingerprint, and the
+                         SHA-256 of every other file of the checkpoint (`verify_files` checks them before a resume:
+                         DeepSpeed's load unpickles, so a tampered or half-copied checkpoint must not reach it)
     latest               pointer file: the name of the newest published checkpoint
 A checkpoint is written into `tmp_step_N/`, fsynced, renamed to `step_N/`, and only then does `latest`
 move (atomic replace). Older checkpoints are deleted after that, keeping the newest `keep_last`.
@@ -10,6 +12,7 @@ A `tmp_step_*` left behind by a crash is never read and is removed on the next s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-POINTER, STATE = "latest", "state.json"
+POINTER, STATE, FILES = "latest", "state.json", "files"
 # Fields that may change between a run and its resume without changing what is trained (placement: where actors run).
 RESUMABLE_CHANGES = ("run.steps", "run.out_dir", "run.name", "run.fault", "ckpt.", "pipeline.", "placement.")
 
@@ -109,7 +112,7 @@ class CheckpointDir:
 
     def publish(self, tmp: Path, step: int, state: dict) -> Path:
         """state.json, fsync, rename tmp -> step_N, move the pointer, then prune old checkpoints."""
-        (tmp / STATE).write_text(json.dumps(state) + "\n")
+        (tmp / STATE).write_text(json.dumps({**state, FILES: file_hashes(tmp)}) + "\n")
         fsync_tree(tmp)
         final = self.root / f"step_{step}"
         if final.exists():
@@ -149,6 +152,32 @@ class CheckpointDir:
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp.name)
         return removed
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under a checkpoint folder but state.json, by path relative to it."""
+    hashes = {}
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != STATE):
+        with open(path, "rb") as f:
+            hashes[path.relative_to(root).as_posix()] = hashlib.file_digest(f, "sha256").hexdigest()
+    return hashes
+
+
+def verify_files(checkpoint: Path) -> None:
+    """The checkpoint's files are exactly those its state.json lists, byte for byte; else one ResumeError line.
+    Run before any of them is loaded: DeepSpeed's `load_checkpoint` unpickles, and a pickle can run code."""
+    listed = read_state(checkpoint).get(FILES)
+    if listed is None:
+        raise ResumeError(f"{checkpoint}: state.json lists no file hashes (a checkpoint of an older opd_ray), so "
+                          "its files cannot be checked before DeepSpeed unpickles them; resume from a newer one")
+    actual = file_hashes(checkpoint)
+    problems = [f"{name} is missing" for name in sorted(set(listed) - set(actual))]
+    problems += [f"{name} is not listed" for name in sorted(set(actual) - set(listed))]
+    problems += [f"{name} changed" for name in sorted(set(listed) & set(actual)) if listed[name] != actual[name]]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ResumeError(f"{checkpoint} does not match its state.json: {problems[0]}{more}; a tampered or "
+                          "half-copied checkpoint is not loaded (DeepSpeed's load unpickles)")
 
 
 def read_state(checkpoint: Path) -> dict:

@@ -119,7 +119,7 @@ def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None =
             raise RuntimeError(f"weight sync: engines report versions {served}, expected {version}")
         return
     ray.wait(load_refs, num_returns=len(load_refs), timeout=cfg.pipeline.sync_timeout_s)
-    dead = died(load_refs)
+    dead = died(load_refs, actors.rollouts)
     for i, err in dead:  # a dead engine is replaced and refit now, not left stale for ever
         fleet.replace_engine(actors, i, err, version, state.health, cfg)
     replaced = {i for i, _ in dead}
@@ -131,14 +131,18 @@ def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None =
         state.stale_engines = set()
 
 
-def died(refs) -> list[tuple[int, Exception]]:
-    """(index, error) of the finished refs whose actor died."""
+def died(refs, engines) -> list[tuple[int, Exception]]:
+    """(index, error) of the finished refs whose engine died. Another actor's death (a learner rank that died
+    while it produced the weights every `load_weights` depends on) is raised, not blamed on the engines: the
+    training loop restarts the learner group for it."""
     out = []
     for i, ref in enumerate(refs):
         if ray.wait([ref], timeout=0)[0]:
             try:
                 ray.get(ref)
             except ray.exceptions.RayActorError as err:
+                if err.actor_id not in (None, engines[i]._actor_id.hex()):
+                    raise
                 out.append((i, err))
     return out
 
@@ -249,6 +253,7 @@ def train(actors, stream: PromptStream, cfg: OPDConfig, sink: MetricsSink, state
                     raise
                 queue = TrajectoryQueue(cfg)  # in-flight rollouts belong to the abandoned timeline
                 restart_learners(actors, state, stream, ckpt, cfg)
+                sink.mark_rewind(state.step, f"learner group restarted (generation {actors.learners.generation})")
                 bar.n = state.step
                 continue
             sink.log(state.step, metrics)

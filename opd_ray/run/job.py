@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from opd_ray.config.schema import OPDConfig
+from opd_ray.data import verifiers
 from opd_ray.data.prompt_selection import EntropyCollapseWatch
 from opd_ray.data.task import Task
 from opd_ray.data.verifiers import get_verifier
@@ -23,7 +24,7 @@ from opd_ray.loop.evaluation import evaluate, gap_recoveries, greedy_texts, teac
 from opd_ray.loop.prompt_stream import PromptStream
 from opd_ray.run import cold_start
 from opd_ray.run.preflight import Prepared
-from opd_ray.runtime.metrics import MetricsSink
+from opd_ray.runtime.metrics import MetricsSink, current_rows, read_rows
 from opd_ray.runtime.remote import get
 
 
@@ -92,14 +93,15 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
     print("[opd] actors on nodes: " + ", ".join(f"{name} {ip}" for name, ip in nodes.items()), flush=True)
     ev = evaluate_before(actors, prepared, cfg, run_dir)
     print(f"[opd] before: student {format_eval(ev['student'])} | teacher {format_eval(ev['teacher'])}", flush=True)
-    state = controller.LoopState()
+    state, sink = controller.LoopState(), MetricsSink(run_dir)
     if resume_from is not None:
         resume.restore(actors, resume_from, state, stream, cfg, get)
         controller.sync_weights(actors, state.policy_version, cfg)  # engines serve the restored version
+        sink.mark_rewind(state.step, f"resumed from {resume_from.name}")
         print(f"[opd] resumed from {resume_from} at step {state.step} (policy v{state.policy_version})", flush=True)
-    sink = MetricsSink(run_dir)
     if state.step == 0:
-        sink.log(0, eval_metrics(ev["student"]) | eval_metrics(ev["teacher"], "eval_teacher"))
+        sink.log(0, eval_metrics(ev["student"]) | eval_metrics(ev["teacher"], "eval_teacher")
+                 | {"verifier/errors": verifiers.error_count()})
     watch, evals = EntropyCollapseWatch(cfg.data.entropy_collapse_ratio), periodic_eval(actors, prepared, cfg, sink)
     t_train = time.time()
     state = controller.train(actors, stream, cfg, sink, state, ckpt,
@@ -119,8 +121,10 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
         "actor_nodes": nodes,
     }
-    sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)})
+    sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)}
+             | {"verifier/errors": verifiers.error_count()})
     sink.close()
+    summary["metrics_rows_superseded"] = current_rows(read_rows(run_dir / "metrics.jsonl"))[1]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -37,7 +37,7 @@ from opd_ray.data.verifiers import check_verifier_spec
 from opd_ray.engines.weight_sync import problems as weight_sync_problems
 from opd_ray.lab import arith_task
 from opd_ray.lab.build import RECIPES
-from opd_ray.loop.checkpoint import ResumeError, config_differences, config_fingerprint, read_state
+from opd_ray.loop.checkpoint import ResumeError, config_differences, config_fingerprint, read_state, verify_files
 from opd_ray.models.contract import ContractError, failed_summary, pair_checks
 from opd_ray.models.folders import check_model_folder, logit_width, model_config, resolve_model
 from opd_ray.models.loading import load_tokenizer
@@ -125,6 +125,8 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
         _check(backend in BACKENDS, f"{role}.backend", f"must be one of {BACKENDS}, got {backend!r}")
         _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
                "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
+    out_dir = Path(cfg.run.out_dir)
+    _check(out_dir.is_dir() or not out_dir.exists(), "run.out_dir", f"{out_dir} exists and is not a folder")
     validate_placement(cfg.placement)
     for problem in weight_sync_problems(cfg):
         _check(False, "rollout.weight_sync", problem)
@@ -228,10 +230,15 @@ def validate_objective(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(o.diagnostics_every >= 1, "objective.diagnostics_every", f"must be >= 1, got {o.diagnostics_every}")
     _check(cfg.teacher.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
            f"must be 'float16' or 'float32', got {cfg.teacher.logprob_dtype!r}")
-    vllm_teacher = cfg.teacher.backend == "vllm"
-    if not check_models or not (o.kind in FULL_VOCAB_KINDS or vllm_teacher):
+    if not check_models:
         return
     vocab = int(model_json(cfg.model.teacher, "model.teacher").get("vocab_size", 0))
+    shared = min(vocab, int(model_json(cfg.model.student, "model.student").get("vocab_size", 0)))
+    _check(o.k <= shared, "objective.k", f"must be <= the {shared} ids student and teacher share "
+           f"(model.student, model.teacher), got {o.k}")
+    vllm_teacher = cfg.teacher.backend == "vllm"
+    if not (o.kind in FULL_VOCAB_KINDS or vllm_teacher):
+        return
     _check(vocab <= FULL_VOCAB_LIMIT or o.kind not in FULL_VOCAB_KINDS, "objective.kind", f"{o.kind!r} ships the "
            f"teacher's full distribution ({vocab} log-probs per token); use topk or forward_kl for large vocabularies")
     if vllm_teacher and vocab > FULL_VOCAB_LIMIT:  # it ships its own top-k and the sampled token only (docs/vllm.md)
@@ -292,7 +299,9 @@ def prepare(cfg: OPDConfig) -> Prepared:
 
 
 def check_resume_config(checkpoint: Path, cfg: OPDConfig, allow_change: bool) -> None:
-    """Refuse a resume under a different config, unless allowed; either way, print what differs."""
+    """Refuse a checkpoint whose files differ from what its state.json lists, and a resume under a different
+    config unless allowed (either way, print what differs)."""
+    verify_files(checkpoint)
     diffs = config_differences(read_state(checkpoint)["config"], config_fingerprint(cfg))
     if not diffs:
         return

@@ -24,11 +24,15 @@ rollouts, in-process with Hugging Face models (no Ray), plus the teacher contrac
   itself through the teacher's scoring path must give KL ~ 0 (catches padding/position/temperature bugs).
 
     opd-ray probe --config configs/lab_cpu.yaml model.teacher=opd_ray/lab/artifacts/teacher_incompatible --json
+
+The exit status is the verdict (EXIT_STATUS), so `opd-ray probe ... && ray job submit ...` submits only a pair
+the probe passes: 0 ok, 3 no_new_capability, 4 pattern_mismatch, 5 contract_violation (2: bad input).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,8 +204,13 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
     shown = [name for name, ok in (("global", advantage >= settings.min_advantage),
                                    ("local", local >= settings.min_local_advantage)) if ok]
     novel = bool(shown)
+    contract_line = {"pass": not failed, "why": "all checks pass" if not failed else f"failed: {', '.join(failed)}"}
+    if failed and math.isnan(mass):  # the models were never compared: nothing below can be measured
+        skipped = {"pass": None, "why": "not measured: with this contract failure scoring compares unrelated tokens"}
+        return "contract_violation", {"contract": contract_line, "thinking_pattern": skipped,
+                                      "new_capability": dict(skipped)}
     conditions = {
-        "contract": {"pass": not failed, "why": "all checks pass" if not failed else f"failed: {', '.join(failed)}"},
+        "contract": contract_line,
         "thinking_pattern": {"pass": compatible, "why": (
             f"overlap mass share {mass:.3f} (min of student {metrics['overlap_share_student']:.3f}, teacher "
             f"{metrics['overlap_share_teacher']:.3f}) vs threshold {settings.min_overlap_mass}; overlap mass "
@@ -280,7 +289,8 @@ def render(report: ProbeReport) -> str:
     labels = {"contract": "teacher contract", "thinking_pattern": "(i) thinking-pattern compatibility",
               "new_capability": "(ii) new capability"}
     for name, c in report.conditions.items():
-        lines.append(f"  {'PASS' if c['pass'] else 'FAIL'}  {labels[name]}: {c['why']}")
+        mark = "SKIP" if c["pass"] is None else "PASS" if c["pass"] else "FAIL"
+        lines.append(f"  {mark}  {labels[name]}: {c['why']}")
     for name, c in report.contract.items():
         lines.append(f"        {'ok ' if c['pass'] else 'BAD'} {name}: {c['detail']}")
     advice = {
@@ -299,7 +309,12 @@ def render(report: ProbeReport) -> str:
 
 
 # ---------------------------------------------------------------- CLI
+EXIT_STATUS = {"ok": 0, "no_new_capability": 3, "pattern_mismatch": 4, "contract_violation": 5}  # 2: bad input
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("exit status: " + ", ".join(f"{code} {verdict}" for verdict, code in EXIT_STATUS.items())
+                     + ", 2 bad input")
     parser.add_argument("--config", default="configs/lab_cpu.yaml", help="run config: models, k, temperatures, data")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. model.teacher=PATH")
     parser.add_argument("--prompts-file", help="one prompt per line (default: the config's OPD prompt set)")
@@ -330,4 +345,4 @@ def main(args: argparse.Namespace) -> int:
                              depths=list(args.depths), threads=args.threads)
     report = run_probe(cfg, settings, prompts)
     print(report.to_json() if args.json else render(report))
-    return 0
+    return EXIT_STATUS[report.verdict]

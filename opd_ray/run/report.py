@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from opd_ray.runtime.metrics import current_rows, read_rows
+
 FIGURES = {  # file stem -> (title, what a reader should look for)
     "overlap": ("Top-k overlap between student and teacher",
                 "Overlap ratio |S_p ∩ S_q|/k (Eq. 6) and the probability mass each model puts on the shared tokens "
@@ -63,7 +65,8 @@ class RunData:
         if not metrics_file.is_file():
             raise FileNotFoundError(f"{metrics_file}: not a run directory (no metrics.jsonl)")
         self.dir = run_dir
-        self.rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        # the last row of each step: rows a resume or a learner restart ran again are superseded
+        self.rows, self.superseded = current_rows(read_rows(metrics_file))
         self.steps = [r for r in self.rows if "overlap_ratio" in r]  # the final eval row has only eval/*
         self.summary = read_json(run_dir / "summary.json")
         self.before = read_json(run_dir / "eval_before.json")

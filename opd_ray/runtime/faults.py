@@ -2,6 +2,7 @@
 
 `run.fault` holds one spec, `POINT:key=value,...`, e.g.
     learner_step:rank=1,step=3,gen=0,action=exit   rank 1 of learner generation 0 exits at its 3rd step
+    learner_weights:rank=0,step=2,gen=0,action=exit   rank 0 exits while it gathers the weights after step 2
     ckpt_publish:step=4,action=sleep,seconds=60     the driver sleeps before publishing checkpoint 4
     rollout_sync:engine=0,version=3,gen=0,action=exit   engine 0 exits while it loads weights v3 (gen: its
                                                      replacement count, so that a replacement does not fail too)

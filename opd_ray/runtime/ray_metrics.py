@@ -19,7 +19,8 @@ GAUGES = {
     "opd_policy_version": ("Policy version the rollout engines serve after the step's weight sync",
                            "policy_version"),
     "opd_overlap_ratio": ("Mean share of the student top-k also in the teacher top-k, over response tokens", "overlap_ratio"),
-    "opd_reverse_kl": ("Mean per-token reverse KL(student || teacher) over the top-k support", "reverse_kl"),
+    "opd_reverse_kl": ("Mean per-token reverse KL(student || teacher), sampled-token estimate: log p - log q at "
+                       "the token the student sampled", "reverse_kl"),
     # fleet health (opd_ray/loop/fleet.py): replaced actors, re-issued work, time to re-admit
     "opd_rollout_restarts": ("Rollout engines replaced so far (died or hung)", "fleet/restarts_rollout"),
     "opd_teacher_restarts": ("Teacher servers replaced so far (died or hung)", "fleet/restarts_teacher"),

@@ -102,6 +102,16 @@ def test_an_engine_killed_during_a_weight_sync_is_replaced_and_refit(clean, tiny
     assert_same_weights(weights, clean[1])
 
 
+def test_a_learner_killed_during_a_weight_sync_restarts_the_learners_not_the_engines(clean, tiny_lab, tmp_path):
+    """Rank 0 exits while it gathers the weights after step 2: every engine's load_weights fails with the
+    learner's death, which is the learner group's to recover from (no checkpoint here: it starts over), not the
+    engines' (none is replaced or charged)."""
+    fault = "run.fault=learner_weights:rank=0,step=2,gen=0,action=exit"
+    state, seen, weights = run(tiny_lab, tmp_path, "syncl-", fault)
+    assert state.health.restarts == {} and seen[-1]["fleet/restarts_rollout"] == 0
+    assert_same_weights(weights, clean[1])  # the restarted group redid the steps from the start, exactly
+
+
 def test_the_only_engine_hung_in_a_weight_sync_is_replaced(clean, tiny_lab, tmp_path):
     state, _, weights = run(tiny_lab, tmp_path, "synchang-", "pipeline.sync_timeout_s=3",
                             "run.fault=rollout_sync:engine=0,version=2,gen=0,action=sleep,seconds=120")

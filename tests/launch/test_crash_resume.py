@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from opd_ray.run.report import RunData
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, BATCH = 6, 8
 
@@ -52,6 +54,23 @@ def test_sigkill_during_checkpoint_write_then_resume_auto(tiny_lab, tmp_path):
     assert len(consumed) == len(set(consumed)) == STEPS * BATCH
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == STEPS
+    # steps 3 and 4 ran twice: the report and summary.json keep the second run's rows
+    assert summary["metrics_rows_superseded"] == 2
+    assert RunData(run_dir).series("loss")[0].tolist() == list(range(1, STEPS + 1))
+
+
+@pytest.mark.slow  # a whole job that hangs: the slow tier, which CI runs (make test-slow)
+def test_a_hung_learner_ends_the_run_in_one_line_with_the_resume_command(tiny_lab, tmp_path):
+    out = tmp_path / "runs"
+    done = subprocess.run(job(tiny_lab, out, "run.fault=learner_step:rank=0,step=3,gen=0,action=sleep,seconds=300",
+                              "pipeline.learner_timeout_s=10", "eval.avg_k=0", "data.continuation_depths=[]"),
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr[-3000:]
+    assert "learner did not finish within 10 s (pipeline.learner_timeout_s)" in errors[0], errors[0]
+    assert errors[0].endswith("--resume auto") and "PipelineTimeout" not in done.stderr  # no traceback
+    run_dir = next(out.glob("lab_cpu-*"))
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_2"  # the last good checkpoint
 
 
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tiny_lab, tmp_path):
@@ -67,3 +86,9 @@ def test_resume_with_a_changed_config_is_refused_naming_the_difference(tiny_lab,
                              text=True, timeout=120)
     assert changed.returncode == 2
     assert "learner.lr: 0.0001 -> 0.5" in changed.stderr and "--allow-config-change" in changed.stderr
+    (ckpt.latest() / "planted.pkl").write_bytes(b"not ours")  # a file the checkpoint does not list
+    tampered = subprocess.run(job(tiny_lab, out) + ["--resume", "auto"], capture_output=True, text=True, timeout=120)
+    errors = [line for line in tampered.stderr.splitlines() if line.startswith("error: ")]
+    assert tampered.returncode == 2 and len(errors) == 1, tampered.stderr[-2000:]
+    assert "does not match its state.json: planted.pkl is not listed" in errors[0]
+    assert "Started a local Ray" not in tampered.stderr + tampered.stdout  # refused before Ray starts

@@ -16,6 +16,9 @@ import pytest
 
 from tests.launch.ray_head import private_home_env
 
+# whole jobs under Slurm: the slow tier, which CI runs with its Slurm clusters up (make test-slow)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CLUSTER = ROOT / "launch" / "slurm" / "dev_cluster.sh"
 

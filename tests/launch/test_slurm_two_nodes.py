@@ -24,6 +24,9 @@ from tests.launch.ray_head import private_home_env
 from tests.launch.test_preemption import wait_for_step
 from tests.launch.test_slurm import start_dev_cluster
 
+# whole jobs under Slurm: the slow tier, which CI runs with its Slurm clusters up (make test-slow)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "launch" / "slurm" / "two_node_cluster.sh"
 NODES = {"opd-n1": "10.77.0.2", "opd-n2": "10.77.0.3"}  # two_node_cluster.sh's names and addresses

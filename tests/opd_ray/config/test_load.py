@@ -67,3 +67,14 @@ def test_a_bad_base_is_one_line(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected) as err:
         read_config(tmp_path / "b.yaml")
     assert "\n" not in str(err.value)
+
+
+def test_a_mapping_override_replaces_the_files_mapping():
+    """`data.eval_files={mine: [...]}` means "these sets", not "these sets too"; a dotted key adds one."""
+    smol = ROOT / "configs" / "smollm2_cpu.yaml"
+    assert list(read_config(smol).data.eval_files) == ["hard", "easy"]
+    assert read_config(smol, ["data.eval_files={mine: [my.jsonl]}"]).data.eval_files == {"mine": ["my.jsonl"]}
+    assert list(read_config(smol, ["data.eval_files.mine=my.jsonl"]).data.eval_files) == ["hard", "easy", "mine"]
+    # a section (a typed config, not a mapping field) still takes only the keys it is given
+    placed = read_config(LAB_CFG, ["placement.rollout={num_gpus: 1}", "placement.rollout.resources={a: 1}"])
+    assert placed.placement.rollout.num_gpus == 1 and placed.placement.rollout.resources == {"a": 1}

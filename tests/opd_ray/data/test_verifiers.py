@@ -47,6 +47,32 @@ def test_math_verifier_works_off_the_main_thread():
     assert results == {"right": 1.0, "wrong": 0.0, "fresh": 1.0}
 
 
+def test_the_math_grader_counts_its_timeouts_and_raises_anything_else(monkeypatch):
+    """A timeout of math-verify is a wrong answer, counted (verifier/errors); a broken grader is loud, not 0.0."""
+    import math_verify
+    from math_verify.errors import TimeoutException
+
+    from opd_ray.data import verifiers
+
+    verify = get_verifier("math")
+    before = verifiers.error_count()
+
+    def hangs(*args, **kwargs):
+        raise TimeoutException("Operation timed out!")
+
+    monkeypatch.setattr(math_verify, "parse", hangs)
+    assert verify("The answer is 7.", "unique-answer-1") == 0.0
+    assert verifiers.error_count() == before + 1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the grader")
+
+    monkeypatch.setattr(math_verify, "parse", broken)
+    with pytest.raises(RuntimeError, match="a bug in the grader"):
+        verify("The answer is 7.", "unique-answer-2")
+    assert verifiers.error_count() == before + 1
+
+
 @pytest.mark.parametrize("response, answer, reward", [
     ("Paris", "Paris", 1.0),
     ("  paris. ", "Paris", 1.0),  # whitespace, case, trailing period

@@ -52,3 +52,15 @@ def test_payload_is_topk_and_sampled_token_only_and_matches_hf(smollm2, batch):
     assert same.mean() > 0.95, same.mean()
     np.testing.assert_allclose(got.teacher_topk_logp_BRK[m][same], want.teacher_topk_logp_BRK[m][same], atol=TOL)
     assert got.payload_bytes_per_token() < want.payload_bytes_per_token()  # no student-side values, no entropy
+    # NaN at a valid position is reported, never shipped (the HF teacher's rule): a hook spoils one log-prob
+    real_fields = teacher.topk_fields
+
+    def spoiled(b):
+        fields = real_fields(b)
+        row, pos = np.argwhere(b.response_mask_BR)[0]
+        fields["teacher_logp_BR"][row, pos] = np.nan
+        return fields
+
+    teacher.topk_fields = spoiled
+    with pytest.raises(FloatingPointError, match="teacher teacher_logp_BR is NaN/inf at 1 valid positions"):
+        teacher.score(batch)

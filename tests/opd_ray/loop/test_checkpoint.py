@@ -1,4 +1,5 @@
 """Atomic checkpoint directory, config fingerprints and resume lookup (no Ray)."""
+import hashlib
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from opd_ray.loop.checkpoint import (
     config_fingerprint,
     find_resume_checkpoint,
     read_state,
+    verify_files,
 )
 from opd_ray.loop.prompt_stream import PromptStream
 from opd_ray.run.preflight import load_config
@@ -29,7 +31,7 @@ def test_publish_moves_pointer_and_keeps_last_k(tmp_path):
         publish(ckpt, step)
     assert [p.name for p in ckpt.complete()] == ["step_4", "step_6"]
     assert (tmp_path / "latest").read_text().strip() == "step_6"
-    assert ckpt.latest().name == "step_6" and read_state(ckpt.latest()) == {"step": 6}
+    assert ckpt.latest().name == "step_6" and read_state(ckpt.latest())["step"] == 6
 
 
 def test_partial_checkpoint_is_never_chosen_and_is_cleaned(tmp_path):
@@ -79,3 +81,24 @@ def test_stream_at_an_epoch_boundary_continues_with_the_next_epoch():
     assert (stream.epoch, stream.position) == (0, 4)  # what a checkpoint at the boundary records
     resumed = PromptStream(["a", "b", "c", "d"], 1, 0, epoch=0, position=4)
     assert {t[0] for t, _ in resumed.next_batch(4)} == {1}
+
+
+def test_a_checkpoint_whose_files_differ_from_its_state_is_refused_before_loading(tmp_path):
+    """state.json lists a SHA-256 per file; --resume checks them before DeepSpeed unpickles anything."""
+    ckpt = CheckpointDir(tmp_path / "checkpoints")
+    good = publish(ckpt, 2)
+    assert read_state(good)["files"] == {"learner/weights.bin": hashlib.sha256(b"x" * 10).hexdigest()}
+    verify_files(good)  # untouched: passes
+    tampers = {"weights.bin changed": lambda d: (d / "learner" / "weights.bin").write_bytes(b"y" * 10),
+               "weights.bin is missing": lambda d: (d / "learner" / "weights.bin").unlink(),
+               "extra.pkl is not listed": lambda d: (d / "learner" / "extra.pkl").write_bytes(b"code")}
+    for case, (problem, tamper) in enumerate(tampers.items()):
+        bad = publish(CheckpointDir(tmp_path / f"case{case}"), 2)
+        tamper(bad)
+        with pytest.raises(ResumeError, match=f"does not match its state.json: learner/{problem}") as err:
+            verify_files(bad)
+        assert "\n" not in str(err.value)
+    old = publish(CheckpointDir(tmp_path / "old"), 2)
+    (old / "state.json").write_text(json.dumps({"step": 2}))  # written before checkpoints listed their files
+    with pytest.raises(ResumeError, match="lists no file hashes"):
+        verify_files(old)

@@ -37,6 +37,7 @@ def test_every_config_loads(path):
     ("learner.num_ranks=1000", "learner.num_ranks"),
     ("placement.teacher.node_labels=[a]", "placement.teacher.node_labels"),  # a list where a mapping goes
     ("rollout.shards_per_engine=0", "rollout.shards_per_engine"),
+    ("objective.k=64", "objective.k"),  # above the lab's 18 ids
     ("objective.support=both", "objective.support"),
     ("objective.weights=softmax", "objective.weights"),
     ("objective.beta=1.5", "objective.beta"),
@@ -74,3 +75,16 @@ def test_vllm_teacher_at_a_large_vocabulary_refuses_what_it_cannot_ship(smollm2)
         except ConfigError as err:  # outside .venv-vllm only the missing package may stop it
             assert str(err).startswith("teacher.backend: 'vllm' needs the vllm package"), str(err)
     load_config(sums, ["teacher.backend=hf"])  # the HF teacher ships the student-side values at any vocabulary
+
+
+def test_a_top_k_above_the_vocabulary_names_its_size():
+    with pytest.raises(ConfigError, match=r"^objective.k: must be <= the 18 ids student and teacher share"):
+        load_config(LAB_CFG, ["objective.k=64"])
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
+    taken = tmp_path / "runs"
+    taken.write_text("not a folder")
+    with pytest.raises(ConfigError, match=f"^run.out_dir: {taken} exists and is not a folder$"):
+        load_config(LAB_CFG, [f"run.out_dir={taken}"])
+    assert taken.read_text() == "not a folder"  # nothing already written is touched

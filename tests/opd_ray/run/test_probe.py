@@ -6,7 +6,7 @@ import pytest
 
 from opd_ray.run.cli import main as cli_main
 from opd_ray.run.preflight import load_config
-from opd_ray.run.probe import VERDICTS, ProbeSettings, render, run_probe
+from opd_ray.run.probe import EXIT_STATUS, VERDICTS, ProbeSettings, render, run_probe
 from tests.conftest import LAB, ROOT
 
 CONFIG = ROOT / "configs" / "lab_cpu.yaml"
@@ -25,14 +25,14 @@ def test_teacher_as_its_own_student_has_nothing_to_teach(tiny_lab, capsys):
                      f"model.teacher={tiny_lab / 'student'}", SHORT, "--n-prompts", "16", "--depths", "0", "0.5",
                      "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["verdict"] in VERDICTS
-    assert report["verdict"] == "no_new_capability"
+    assert report["verdict"] in VERDICTS and report["verdict"] == "no_new_capability"
+    assert code == EXIT_STATUS["no_new_capability"] == 3  # `opd-ray probe ... && ray job submit ...` stops here
     assert all(c["pass"] for c in report["contract"].values())
     assert abs(report["metrics"]["reverse_kl"]) < 1e-4 and report["metrics"]["overlap_share_student"] > 0.99
     assert report["continuation"]["depth_0"] == 0.0
 
 
-def test_a_different_vocabulary_is_a_contract_violation(tiny_lab, tmp_path):
+def test_a_different_vocabulary_is_a_contract_violation(tiny_lab, tmp_path, capsys):
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_lab / "teacher", teacher)
     tok_file = teacher / "tokenizer.json"
@@ -44,6 +44,13 @@ def test_a_different_vocabulary_is_a_contract_violation(tiny_lab, tmp_path):
     assert report.verdict == "contract_violation"
     assert not report.contract["vocabulary"]["pass"] and not report.contract["prompt_round_trip"]["pass"]
     assert report.contract["special_token_ids"]["pass"]
+    # the models were never compared: conditions (i) and (ii) are skipped, not printed as nan
+    assert report.conditions["thinking_pattern"]["pass"] is None and report.conditions["new_capability"]["pass"] is None
+    text = render(report)
+    assert "SKIP  (i)" in text and "SKIP  (ii)" in text and "nan" not in text, text
+    code = cli_main(["probe", "--config", str(CONFIG), f"model.student={tiny_lab / 'student'}",
+                     f"model.teacher={teacher}", SHORT])
+    assert code == EXIT_STATUS["contract_violation"] == 5 and "verdict: contract_violation" in capsys.readouterr().out
 
 
 def test_a_temperature_mismatch_is_a_contract_violation(tiny_lab):

@@ -108,6 +108,7 @@ def test_a_learner_killed_during_a_weight_sync_restarts_the_learners_not_the_eng
     engines' (none is replaced or charged)."""
     fault = "run.fault=learner_weights:rank=0,step=2,gen=0,action=exit"
     state, seen, weights = run(tiny_lab, tmp_path, "syncl-", fault)
+    assert len(seen) > STEPS  # the fault fired: the restarted group ran its first steps again
     assert state.health.restarts == {} and seen[-1]["fleet/restarts_rollout"] == 0
     assert_same_weights(weights, clean[1])  # the restarted group redid the steps from the start, exactly
 

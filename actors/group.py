@@ -11,7 +11,6 @@ from actors.placement import Placement, check_cluster_fits
 from actors.rollout import RolloutEngine
 from actors.teacher import TeacherServer
 from opd_ray.config.schema import OPDConfig
-from opd_ray.runtime.process import free_port
 
 
 class LearnerGroup:
@@ -20,10 +19,11 @@ class LearnerGroup:
     def __init__(self, cfg: OPDConfig, name_prefix: str = "learner", generation: int = 0,
                  placement: Placement | None = None):
         n = cfg.learner.num_ranks
-        port = (cfg.learner.master_port + generation) if cfg.learner.master_port else free_port()
         self.cfg, self.name_prefix, self.generation = cfg, name_prefix, generation
         self.placement = placement or Placement(cfg)  # a restarted group reuses the same bundles
-        addr = self.placement.learner_master_addr()
+        addr, port = self.placement.learner_rendezvous(cfg.pipeline.startup_timeout_s)
+        if cfg.learner.master_port:
+            port = cfg.learner.master_port + generation
         self.zero_stage = cfg.learner.zero_stage
         suffix = f"-g{generation}" if generation else ""  # a restarted group gets fresh actor names
         self.ranks = [
@@ -57,6 +57,10 @@ class LearnerGroup:
     def save_pretrained_refs(self, path: str, tokenizer_path: str):
         """Every rank joins (the ZeRO-3 gather is a collective); rank 0 writes the folder."""
         return [r.save_pretrained.remote(path, tokenizer_path) for r in self.ranks]
+
+    def weights_digest_refs(self):
+        """Each rank's SHA-256 of its weights (None under ZeRO-3)."""
+        return [r.weights_digest.remote() for r in self.ranks]
 
     def weights_ref(self):
         """An object ref to the full weights; under ZeRO-3 every rank joins the gather, rank 0's copy is used."""
@@ -129,9 +133,10 @@ def start_actor(cfg: OPDConfig, role: str, index: int, name: str, placement: Pla
     deadline = time.monotonic() + wait_s
     while True:
         try:
+            options = placement.options(role, index, replacement=generation > 0)
             if role == "rollout":
-                return RolloutEngine.options(name=name, **placement.options(role, index)).remote(cfg, index, generation)
-            return TeacherServer.options(name=name, **placement.options(role, index)).remote(cfg, index, generation)
+                return RolloutEngine.options(name=name, **options).remote(cfg, index, generation)
+            return TeacherServer.options(name=name, **options).remote(cfg, index, generation)
         except ValueError:  # "The name ... is already taken"
             if time.monotonic() > deadline:
                 raise

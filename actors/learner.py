@@ -39,6 +39,9 @@ class LearnerRank:
     def full_state_dict(self):
         return self.learner.full_state_dict()
 
+    def weights_digest(self):
+        return self.learner.weights_digest()
+
     def save_pretrained(self, path, tokenizer_path):
         return self.learner.save_pretrained(path, tokenizer_path)
 

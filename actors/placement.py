@@ -4,6 +4,10 @@ Without a strategy every actor asks Ray for its CPUs (rollout/teacher/learner.cp
 (placement.<role>.num_gpus), its custom resources and node labels, and Ray places it. With a strategy
 (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD) the same requests become the bundles of one placement group,
 reserved all at once: on a cluster that cannot hold the whole run, nothing starts and the error says so.
+
+The learner ranks meet at rank 0's node (torch.distributed's rendezvous), which must be known before any rank
+starts. So a learner of several ranks is always in a placement group: the whole run's, or, without a strategy, one
+of its own (`placement.learner_strategy`). The rendezvous port is found free on that node, not on the driver's.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from opd_ray.config.errors import ConfigError
 from opd_ray.config.schema import OPDConfig
+from opd_ray.runtime.process import free_port
 
 ROLES = ("rollout", "teacher", "learner")
 
@@ -51,9 +56,15 @@ def check_cluster_fits(cfg: OPDConfig) -> None:
                               f"{have.get(name, 0.0):g}")
     node_labels = [n.get("Labels", {}) for n in ray.nodes() if n["Alive"]]
     for role in ROLES:
-        wanted = getattr(cfg.placement, role).node_labels
-        if wanted and not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels):
-            raise ConfigError(f"placement.{role}.node_labels: no node of the Ray cluster has the labels {dict(wanted)}")
+        spec = getattr(cfg.placement, role)
+        for field, wanted in (("node_labels", spec.node_labels), ("prefer_node_labels", spec.prefer_node_labels)):
+            if wanted and not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels):
+                raise ConfigError(f"placement.{role}.{field}: no node of the Ray cluster has the labels {dict(wanted)}")
+
+
+@ray.remote(num_cpus=0)
+def free_port_on_this_node() -> int:
+    return free_port(host="")  # every interface: the other ranks dial the node's address
 
 
 class Placement:
@@ -61,43 +72,55 @@ class Placement:
 
     def __init__(self, cfg: OPDConfig, name: str = "opd"):
         self.cfg, self.group, self.bundle_of = cfg, None, {}
-        if not cfg.placement.strategy:
+        if cfg.placement.strategy:
+            roles, strategy, group_name = ROLES, cfg.placement.strategy, f"{name}-actors"
+        elif cfg.learner.num_ranks > 1:
+            roles, strategy, group_name = ("learner",), cfg.placement.learner_strategy, f"{name}-learner"
+        else:
             return
         bundles, selectors = [], []
-        for role in ROLES:
+        for role in roles:
             for index in range(role_count(cfg, role)):
                 self.bundle_of[(role, index)] = len(bundles)
                 bundles.append(actor_request(cfg, role))
                 selectors.append(dict(getattr(cfg.placement, role).node_labels))
-        self.group = placement_group(bundles, strategy=cfg.placement.strategy, name=f"{name}-actors",
+        self.group = placement_group(bundles, strategy=strategy, name=group_name,
                                      bundle_label_selector=selectors if any(selectors) else None)
 
     def wait(self, timeout_s: float) -> None:
         if self.group is not None and not self.group.wait(timeout_s):
-            raise ConfigError(f"placement.strategy: the Ray cluster could not reserve the placement group "
-                              f"({self.cfg.placement.strategy}, bundles {self.group.bundle_specs}) within "
-                              f"{timeout_s:.0f} s (pipeline.startup_timeout_s)")
+            field = "placement.strategy" if self.cfg.placement.strategy else "placement.learner_strategy"
+            raise ConfigError(f"{field}: the Ray cluster could not reserve the placement group "
+                              f"({self.group.bundle_specs}) within {timeout_s:.0f} s (pipeline.startup_timeout_s)")
 
-    def options(self, role: str, index: int) -> dict:
-        """Keyword arguments for `ActorClass.options(...)`."""
+    def in_group(self, role: str, index: int) -> PlacementGroupSchedulingStrategy | None:
+        if (role, index) not in self.bundle_of:
+            return None
+        return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=self.bundle_of[(role, index)])
+
+    def options(self, role: str, index: int, replacement: bool = False) -> dict:
+        """Keyword arguments for `ActorClass.options(...)`. A `replacement` ignores placement.<role>.prefer_node_labels:
+        it goes wherever it fits, so that the loss of the preferred node does not stop the run."""
         spec = getattr(self.cfg.placement, role)
         options = dict(num_cpus=role_cpus(self.cfg, role), num_gpus=spec.num_gpus,
                        resources=dict(spec.resources) or None)
-        if self.group is not None:
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                self.group, placement_group_bundle_index=self.bundle_of[(role, index)])
-        elif spec.node_labels:
-            options["label_selector"] = dict(spec.node_labels)
+        bundle = self.in_group(role, index)
+        labels = dict(spec.node_labels) | ({} if replacement else dict(spec.prefer_node_labels))
+        if bundle is not None:
+            options["scheduling_strategy"] = bundle
+        elif labels:
+            options["label_selector"] = labels
         return options
 
-    def learner_master_addr(self) -> str:
-        """Rank 0's node address, for the ranks' rendezvous. Without a placement group: loopback, right when the
-        ranks share a node (one machine, or resources/labels that pin them to one); spreading ranks over nodes
-        needs a placement strategy, so that rank 0's node is known before any rank starts."""
-        if self.group is None:
-            return "127.0.0.1"
+    def learner_rendezvous(self, timeout_s: float) -> tuple[str, int]:
+        """(address, port) where the ranks meet: rank 0's node, and a port free there. A lone rank, outside any
+        placement group, meets itself on loopback."""
+        bundle = self.in_group("learner", 0)
+        if bundle is None:
+            return "127.0.0.1", free_port()
         node_id = placement_group_table(self.group)["bundles_to_node_id"][self.bundle_of[("learner", 0)]]
-        return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+        address = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+        return address, ray.get(free_port_on_this_node.options(scheduling_strategy=bundle).remote(), timeout=timeout_s)
 
     def release(self) -> None:
         if self.group is not None:

@@ -46,9 +46,13 @@ class RolloutEngine:
         return batch
 
     def greedy(self, prompts):
+        maybe_fault(self.fault, "rollout_eval", engine=self.index, gen=self.generation,
+                    version=self.engine.policy_version)
         return self.engine.greedy(prompts)
 
     def sample_texts(self, prompts, seeds, temperature, top_p):
+        maybe_fault(self.fault, "rollout_eval", engine=self.index, gen=self.generation,
+                    version=self.engine.policy_version)
         return self.engine.sample_texts(prompts, seeds, temperature, top_p)
 
     def load_weights(self, state_dict, policy_version):

@@ -176,6 +176,9 @@ class RolePlacement:
     num_gpus: float = 0.0  # per actor (per engine, server or rank); 0 on CPU
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor, e.g. {rollout_node: 0.01}
     node_labels: dict[str, str] = field(default_factory=dict)  # node labels required (`ray start --labels`)
+    # node labels preferred: each actor of the role starts on such a node, but its replacement (after a death,
+    # a hang, or the loss of its node) goes wherever it fits; node_labels still apply. Not with placement.strategy
+    prefer_node_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,6 +186,10 @@ class PlacementConfig:
     # "": each actor is scheduled on its own; PACK/SPREAD/STRICT_PACK/STRICT_SPREAD: one placement group with a
     # bundle per actor, reserved all at once before any actor starts (nothing starts if the cluster cannot fit it)
     strategy: str = ""
+    # without `strategy`, a learner of several ranks is still one placement group of its own, reserved before any
+    # rank starts, so that rank 0's node (where the ranks meet) is known: PACK puts the ranks on one node when one
+    # has room, else spreads them; STRICT_SPREAD / STRICT_PACK force it
+    learner_strategy: str = "PACK"
     rollout: RolePlacement = field(default_factory=RolePlacement)
     teacher: RolePlacement = field(default_factory=RolePlacement)
     learner: RolePlacement = field(default_factory=RolePlacement)

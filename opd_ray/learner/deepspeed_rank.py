@@ -8,6 +8,7 @@ A shard larger than `learner.micro_batch_tokens` is split into micro-batches who
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -187,6 +188,17 @@ class DeepSpeedLearner:
             if name in persistent:
                 out[name] = buf.detach().cpu().numpy().copy()
         return out
+
+    def weights_digest(self) -> str | None:
+        """SHA-256 of this rank's copy of the weights, in parameter order; None under ZeRO-3 (each rank holds a
+        shard). Under ZeRO-1/2 every rank holds them all, and ranks that trained in step hold the same bytes."""
+        if self.zero_stage == 3:
+            return None
+        digest = hashlib.sha256()
+        for name, value in self.engine.module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def save_checkpoint(self, path: str) -> str:
         """DeepSpeed engine state (weights, optimizer, scheduler) of this rank + its RNG, under `path`."""

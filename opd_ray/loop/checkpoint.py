@@ -2,7 +2,7 @@
 
 Layout under `<run_dir>/checkpoints/`:
     step_N/learner/...   DeepSpeed engine state of every rank (model, optimizer, scheduler, RNG)
-    step_N/state.json    step, policy_version, data cursor, consumed traj_ids, config fingerprint, and the
+    step_N/state.json    step, policy_version, data cursor, consumed traj_ids (trajectory/ledger.py), config fingerprint, and the
                          SHA-256 of every other file of the checkpoint (`verify_files` checks them before a resume:
                          DeepSpeed's load unpickles, so a tampered or half-copied checkpoint must not reach it)
     latest               pointer file: the name of the newest published checkpoint

@@ -21,6 +21,7 @@ from opd_ray.runtime.metrics import MetricsSink, StageTimer
 from opd_ray.runtime.remote import get
 from opd_ray.runtime.signals import StopOnSignal, Stopped
 from opd_ray.trajectory.batch import TrajectoryBatch, TrajId
+from opd_ray.trajectory.ledger import ConsumedLedger
 
 
 @dataclass
@@ -42,7 +43,7 @@ class InFlight:
 class LoopState:
     policy_version: int = 0
     step: int = 0
-    consumed: set[TrajId] = field(default_factory=set)
+    consumed: ConsumedLedger = field(default_factory=ConsumedLedger)  # exactly-once, in bounded memory
     refused_stale: int = 0
     stale_engines: set[int] = field(default_factory=set)  # engines whose last sync failed or timed out
     failed_syncs: int = 0
@@ -204,7 +205,7 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
         results = get(actors.learners.train_step_refs(item.scored_refs), p.learner_timeout_s, "learner")
     metrics, trained_ids, stage_s = reduce_rank_results(results, state.step + 1, cfg)
     metrics.update(batch_diagnostics(batches, state.step + 1, cfg))
-    mark_consumed(state, item, trained_ids)
+    mark_consumed(state, stream, item, trained_ids)
     state.policy_version += 1
     state.step += 1
     with timer("sync"):
@@ -223,15 +224,13 @@ def refuse(state: LoopState, stream: PromptStream, item: InFlight) -> None:
     stream.give_back(item.items)
 
 
-def mark_consumed(state: LoopState, item: InFlight, trained_ids: list[TrajId]) -> None:
-    """Exactly-once (docs/design.md invariant 1): the learner trained on exactly this batch, and on no id twice."""
+def mark_consumed(state: LoopState, stream: PromptStream, item: InFlight, trained_ids: list[TrajId]) -> None:
+    """Exactly-once (docs/design.md invariant 1): the learner trained on exactly this batch, and on no id twice
+    (`trajectory.ledger`: raises ConsumedTwice)."""
     expected = [t for t, _ in item.items]
     if sorted(trained_ids) != sorted(expected):
         raise RuntimeError(f"learner trained on {len(trained_ids)} ids, expected the batch's {len(expected)}")
-    again = state.consumed.intersection(expected)
-    if again:
-        raise RuntimeError(f"traj_ids consumed twice: {sorted(again)[:5]}")
-    state.consumed.update(expected)
+    state.consumed.consume([stream.serial(t) for t in expected])
 
 
 def train(actors, stream: PromptStream, cfg: OPDConfig, sink: MetricsSink, state: LoopState,

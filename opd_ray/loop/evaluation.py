@@ -2,11 +2,13 @@
 teacher-continuation advantage (paper §6.1).
 
 `servers` are rollout engines (the student) or teacher servers: both answer `greedy(prompt_ids)` and
-`sample_texts(prompt_ids, seeds, temperature, top_p)`. The verifier runs here, on the driver.
+`sample_texts(prompt_ids, seeds, temperature, top_p)`. A run's evaluations go through `fleet.GuardedServers`, so
+that an actor that dies or hangs during an evaluation is replaced as it would be during a training step;
+`Unguarded` calls a plain list of actors (the cold start's lone student). The verifier runs here, on the driver.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from tqdm import tqdm
 
@@ -20,31 +22,51 @@ CHUNK = 128  # prompts per call and server: the progress bar moves, and no call 
 EVAL_EPOCH = -1  # evaluation seeds use traj_ids (EVAL_EPOCH, set, problem, sample): never a training id
 
 
-def spread(servers: list, method: str, prompt_ids: list[list[int]], timeout_s: float, per_row: tuple = (),
+class Servers(Protocol):
+    """Actors that answer evaluation calls: `map` calls `method(*args[j])` on the j-th one; results in order."""
+
+    def __len__(self) -> int: ...
+
+    def map(self, method: str, args: list[tuple], timeout_s: float) -> list: ...
+
+
+class Unguarded:
+    """A plain list of actors as `Servers`: a failed or late call ends the evaluation (runtime/remote.get)."""
+
+    def __init__(self, handles: list):
+        self.handles = handles
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def map(self, method: str, args: list[tuple], timeout_s: float) -> list:
+        return get([getattr(h, method).remote(*a) for h, a in zip(self.handles, args)], timeout_s, "rollout")
+
+
+def spread(servers: Servers, method: str, prompt_ids: list[list[int]], timeout_s: float, per_row: tuple = (),
            shared: tuple = ()) -> list[str]:
     """Call `method` on the servers, each with an interleaved share of the rows (and of each list in `per_row`;
     `shared` arguments go to every call as they are); results in row order."""
     n = len(servers)
-    refs = [getattr(s, method).remote(prompt_ids[i::n], *(a[i::n] for a in per_row), *shared)
-            for i, s in enumerate(servers)]
+    args = [(prompt_ids[i::n], *(a[i::n] for a in per_row), *shared) for i in range(n)]
     out = [None] * len(prompt_ids)
-    for i, shard in enumerate(get(refs, timeout_s, "rollout")):
+    for i, shard in enumerate(servers.map(method, args, timeout_s)):
         out[i::n] = shard
     return out
 
 
-def greedy_texts(servers: list, prompt_ids: list[list[int]], timeout_s: float) -> list[str]:
+def greedy_texts(servers: Servers, prompt_ids: list[list[int]], timeout_s: float) -> list[str]:
     """Greedy decoding spread over the given actors, in prompt order."""
     return spread(servers, "greedy", prompt_ids, timeout_s)
 
 
-def sampled_texts(servers: list, prompt_ids: list[list[int]], seeds: list[int], cfg: OPDConfig) -> list[str]:
+def sampled_texts(servers: Servers, prompt_ids: list[list[int]], seeds: list[int], cfg: OPDConfig) -> list[str]:
     """One sample per row at eval.temperature and eval.top_p, each with its own seed."""
     return spread(servers, "sample_texts", prompt_ids, cfg.pipeline.rollout_timeout_s, per_row=(seeds,),
                   shared=(cfg.eval.temperature, cfg.eval.top_p))
 
 
-def evaluate(servers: list, eval_sets: dict[str, list[Example]], verify: Verifier, cfg: OPDConfig,
+def evaluate(servers: Servers, eval_sets: dict[str, list[Example]], verify: Verifier, cfg: OPDConfig,
              desc: str = "eval") -> dict[str, dict[str, float]]:
     """{set: {"greedy": accuracy, "avg@k": mean accuracy of k samples per problem}} (avg@k when eval.avg_k)."""
     k, timeout = cfg.eval.avg_k, cfg.pipeline.rollout_timeout_s

@@ -238,3 +238,60 @@ def refit(actors, index: int, version: int, cfg) -> None:
     ray.get(extra_refs, timeout=cfg.pipeline.sync_timeout_s)
     if ray.get(served, timeout=cfg.pipeline.sync_timeout_s) != version:
         raise FleetError(f"{actors.name('rollout', index)}: the refit did not take version {version}")
+
+
+class GuardedServers:
+    """One role's actors (the up-to-date engines, or the teachers) for the calls outside a training step, i.e.
+    evaluation, under the training step's rule: a call whose actor dies or misses its timeout is blamed on that
+    actor, which is replaced (a new engine refit at `version`), and the call is made again on the replacement, at
+    most pipeline.max_actor_restarts times per actor. Greedy decoding and seeded samples do not depend on which
+    actor answers, so a recovered evaluation gives the numbers a fault-free one would."""
+
+    def __init__(self, actors, role: str, version: int, health: FleetHealth, cfg, stale: set[int] = frozenset()):
+        self.actors, self.role, self.version, self.health, self.cfg = actors, role, version, health, cfg
+        pool = actors.rollouts if role == "rollout" else actors.teachers
+        self.indices = [i for i in range(len(pool)) if i not in stale]  # a stale engine serves an old version
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def handle(self, index: int):
+        return (self.actors.rollouts if self.role == "rollout" else self.actors.teachers)[index]
+
+    def map(self, method: str, args: list[tuple], timeout_s: float) -> list:
+        """`method(*args[j])` on the j-th server, all at once; results in order, failed calls recovered."""
+        calls = {j: self.call(j, method, a, timeout_s) for j, a in enumerate(args)}
+        results = [None] * len(args)
+        while calls:
+            by_ref = {id(ref): j for j, (ref, _) in calls.items()}
+            wait_s = max(0.0, min(deadline for _, deadline in calls.values()) - time.monotonic())
+            ready, _ = ray.wait([ref for ref, _ in calls.values()], num_returns=1, timeout=wait_s)
+            if not ready:  # the earliest deadline passed: that actor hung
+                j = min(calls, key=lambda c: calls[c][1])
+                self.recover(j, None)
+                calls[j] = self.call(j, method, args[j], timeout_s)
+                continue
+            j = by_ref[id(ready[0])]
+            try:
+                results[j] = ray.get(ready[0])
+            except ray.exceptions.RayActorError as err:
+                if err.actor_id not in (None, self.handle(self.indices[j])._actor_id.hex()):
+                    raise  # another actor's death (a learner rank during a refit): not this server's
+                self.recover(j, err)
+                calls[j] = self.call(j, method, args[j], timeout_s)
+            else:
+                del calls[j]
+        return results
+
+    def call(self, j: int, method: str, args: tuple, timeout_s: float) -> tuple[object, float]:
+        return getattr(self.handle(self.indices[j]), method).remote(*args), time.monotonic() + timeout_s
+
+    def recover(self, j: int, err: Exception | None) -> None:
+        t0, index = time.monotonic(), self.indices[j]
+        name = self.actors.name(self.role, index)
+        why = describe(self.actors, self.role, index, err, self.cfg) if err is not None else \
+            f"{name} did not answer an evaluation call within {self.cfg.pipeline.rollout_timeout_s:.0f} s"
+        record_failure(self.actors, self.role, index, why, self.health, self.cfg)
+        print(f"[opd] {why} during an evaluation: replacing it and asking its replacement again", flush=True)
+        replace(self.actors, self.role, index, self.version, self.cfg)
+        self.health.readmit_s.append(time.monotonic() - t0)

@@ -20,12 +20,13 @@ from opd_ray.loop.checkpoint import (
 )
 from opd_ray.loop.prompt_stream import PromptStream
 from opd_ray.runtime.faults import maybe_fault
+from opd_ray.trajectory.ledger import ConsumedLedger
 
 
 def loop_state_dict(state, stream: PromptStream, cfg) -> dict:
     return {
         "step": state.step, "policy_version": state.policy_version, "refused_stale": state.refused_stale,
-        "consumed": sorted(list(t) for t in state.consumed),
+        "consumed": state.consumed.state_dict(),  # bounded: trajectory/ledger.py
         "stream": {"epoch": stream.epoch, "position": stream.position,
                    "retry": [list(t) for t in stream.retry_ids()]},
         "config": config_fingerprint(cfg),
@@ -64,14 +65,23 @@ def restore(actors, checkpoint: Path, state, stream: PromptStream, cfg, get) -> 
         raise RuntimeError(f"learner ranks restored optimizer steps {steps}, checkpoint says {saved['step']}")
     state.step, state.policy_version = saved["step"], saved["policy_version"]
     state.refused_stale = saved["refused_stale"]
-    state.consumed = {tuple(t) for t in saved["consumed"]}
+    state.consumed = consumed_ledger(saved["consumed"], stream)
     s = saved["stream"]
     stream.epoch, stream.position = s["epoch"], s["position"]
     stream.set_retry(s["retry"])
 
 
+def consumed_ledger(saved, stream: PromptStream) -> ConsumedLedger:
+    """state.json's record of consumed ids; a checkpoint written before the ledger lists every id."""
+    if isinstance(saved, dict):
+        return ConsumedLedger.from_state_dict(saved)
+    ledger = ConsumedLedger()
+    ledger.consume([stream.serial(tuple(t)) for t in saved])
+    return ledger
+
+
 def reset(state, stream: PromptStream) -> None:
     """Back to the very start (a learner restart before any checkpoint existed)."""
     state.step = state.policy_version = state.refused_stale = 0
-    state.consumed = set()
+    state.consumed = ConsumedLedger()
     stream.epoch, stream.position, stream.retry = 0, 0, []

@@ -4,6 +4,8 @@ must mean the same thing by every id. Checked on the driver before any actor sta
 
 - the same token -> id map over the ids both tokenizers have;
 - the same special-token ids (bos, eos, pad, unk);
+- the same ids ending a response (the tokenizer's EOS and the generation config's `eos_token_id`s): an id that
+  ends the teacher's answers but not the student's would be taught as "stop here" and then sampled through;
 - the same chat-template rendering of one probe conversation;
 - both embedding tables at least as wide as their tokenizer (otherwise an id indexes past the table).
 """
@@ -28,11 +30,13 @@ def _check(ok: bool, detail: str) -> dict:
     return {"pass": bool(ok), "detail": detail}
 
 
-def pair_checks(s_tok, t_tok, s_width: int, t_width: int) -> dict[str, dict]:
-    """The contract's checks; each is {"pass": bool, "detail": str}."""
+def pair_checks(s_tok, t_tok, s_width: int, t_width: int, s_end: list[int], t_end: list[int]) -> dict[str, dict]:
+    """The contract's checks; each is {"pass": bool, "detail": str}. `s_end`, `t_end`: the ids that end a
+    response for each model (`models.loading.eos_token_ids`)."""
     return {
         "vocabulary": vocabulary_check(s_tok, t_tok),
         "special_token_ids": special_token_check(s_tok, t_tok),
+        "end_of_response": end_of_response_check(s_tok, s_end, t_end),
         "chat_template": chat_template_check(s_tok, t_tok),
         "embedding_tables": _check(s_width >= len(s_tok) and t_width >= len(t_tok),
                                    f"student table {s_width} rows for {len(s_tok)} tokens, "
@@ -56,6 +60,17 @@ def vocabulary_check(s_tok, t_tok) -> dict:
 def special_token_check(s_tok, t_tok) -> dict:
     pairs = {name: (getattr(s_tok, f"{name}_token_id"), getattr(t_tok, f"{name}_token_id")) for name in SPECIAL_TOKENS}
     return _check(all(a == b for a, b in pairs.values()), ", ".join(f"{k} {a}/{b}" for k, (a, b) in pairs.items()))
+
+
+def end_of_response_check(tok, s_end: list[int], t_end: list[int]) -> dict:
+    """Both models end a response at the same ids, the only place where their generation stops (beyond the shared
+    `rollout.stop` strings and `rollout.max_new_tokens`)."""
+    def named(ids) -> str:
+        return "[" + ", ".join(f"{i} {tok.convert_ids_to_tokens(i)!r}" for i in sorted(ids)) + "]"
+    detail = f"student ends at {named(s_end)}, teacher at {named(t_end)}"
+    if set(s_end) != set(t_end):
+        detail += " (tokenizer EOS plus generation_config.json eos_token_id)"
+    return _check(set(s_end) == set(t_end), detail)
 
 
 def chat_template_check(s_tok, t_tok) -> dict:

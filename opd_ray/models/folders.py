@@ -98,3 +98,13 @@ def shared_logit_width(student: str, teacher: str) -> int:
     (DeepSeek-R1-Distill-Qwen-1.5B: 151,936; a 7B of the same family: 152,064) while the tokenizer (~151.7k)
     fits both; the ids above the smaller table are padding that no tokenizer emits."""
     return min(logit_width(student), logit_width(teacher))
+
+
+def end_of_response_ids(path: str, tokenizer) -> list[int]:
+    """Every id that ends a response, read from the folder (no weights loaded): the tokenizer's EOS and each
+    `eos_token_id` of generation_config.json (Qwen lists two); `models.loading.eos_token_ids` on a loaded model."""
+    file = Path(path) / "generation_config.json"
+    configured = json.loads(file.read_text()).get("eos_token_id") if file.is_file() else None
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    ids.update([configured] if isinstance(configured, int) else (configured or []))
+    return sorted(ids)

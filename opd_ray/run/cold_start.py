@@ -31,7 +31,7 @@ from opd_ray.data.prompt_selection import dedup
 from opd_ray.data.rejection_filters import FILTERS, filter_responses
 from opd_ray.data.task import Example, Task
 from opd_ray.data.verifiers import get_verifier
-from opd_ray.loop.evaluation import evaluate, gap_recovery
+from opd_ray.loop.evaluation import Unguarded, evaluate, gap_recovery
 from opd_ray.runtime.remote import get
 from opd_ray.trajectory.batch import TrajectoryBatch, concat
 
@@ -148,7 +148,7 @@ def _run_stage(cfg: OPDConfig, out: Path, task: Task, tokenizer, start_engine, s
     student = start_engine(cfg, "cold-start-student")  # the original student's accuracy, for gap recovery
     teacher = start_engine(generator_config(cfg), "cold-start-teacher")
     get([e.policy_version.remote() for e in (student, teacher)], cfg.pipeline.startup_timeout_s, "startup")
-    before = evaluate([student], task.eval_sets, get_verifier(task.verifier), cfg, desc="eval student (original)")
+    before = evaluate(Unguarded([student]), task.eval_sets, get_verifier(task.verifier), cfg, desc="eval student (original)")
     ray.kill(student)
     data, stats = generate_filtered(teacher, task.cold_start, tokenizer, cfg)
     ray.kill(teacher)

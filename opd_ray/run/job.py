@@ -18,7 +18,7 @@ from opd_ray.data import verifiers
 from opd_ray.data.prompt_selection import EntropyCollapseWatch
 from opd_ray.data.task import Task
 from opd_ray.data.verifiers import get_verifier
-from opd_ray.loop import controller, resume
+from opd_ray.loop import controller, fleet, resume
 from opd_ray.loop.checkpoint import CheckpointDir
 from opd_ray.loop.evaluation import evaluate, gap_recoveries, greedy_texts, teacher_continuation_advantage
 from opd_ray.loop.prompt_stream import PromptStream
@@ -28,26 +28,38 @@ from opd_ray.runtime.metrics import MetricsSink, current_rows, read_rows
 from opd_ray.runtime.remote import get
 
 
-def continuation_eval(actors, prepared: Prepared, cfg: OPDConfig) -> dict[str, float]:
+def guarded(actors, role: str, state: controller.LoopState, cfg: OPDConfig) -> fleet.GuardedServers:
+    """The up-to-date engines (role "rollout") or the teachers, for an evaluation under the fleet's protection:
+    one that dies or hangs is replaced as during a training step, and counted in the same `state.health`."""
+    return fleet.GuardedServers(actors, role, state.policy_version, state.health, cfg, state.stale_engines)
+
+
+def continuation_eval(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig) -> dict[str, float]:
     """Teacher-continuation advantage on the primary set, per prefix depth (data.continuation_depths)."""
     if not cfg.data.continuation_depths:
         return {}
     timeout, task = cfg.pipeline.rollout_timeout_s, prepared.task
-    return teacher_continuation_advantage(lambda ids: greedy_texts(actors.rollouts, ids, timeout),
-                                          lambda ids: greedy_texts(actors.teachers, ids, timeout),
-                                          task.eval_sets[task.primary], prepared.tokenizer,
-                                          get_verifier(task.verifier), cfg.data.continuation_depths)
+
+    def greedy(role: str):
+        return lambda ids: greedy_texts(guarded(actors, role, state, cfg), ids, timeout)
+    return teacher_continuation_advantage(greedy("rollout"), greedy("teacher"), task.eval_sets[task.primary],
+                                          prepared.tokenizer, get_verifier(task.verifier), cfg.data.continuation_depths)
 
 
-def evaluate_before(actors, prepared: Prepared, cfg: OPDConfig, run_dir: Path) -> dict:
+def evaluate_student(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig, desc: str) -> dict:
+    return evaluate(guarded(actors, "rollout", state, cfg), prepared.task.eval_sets,
+                    get_verifier(prepared.task.verifier), cfg, desc=desc)
+
+
+def evaluate_before(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig, run_dir: Path) -> dict:
     """Teacher and initial-student accuracy, measured once per run directory (a resume reuses them)."""
     cache = run_dir / "eval_before.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    task, verify = prepared.task, get_verifier(prepared.task.verifier)
-    result = {"teacher": evaluate(actors.teachers, task.eval_sets, verify, cfg, desc="eval teacher"),
-              "student": evaluate(actors.rollouts, task.eval_sets, verify, cfg, desc="eval student"),
-              "continuation": continuation_eval(actors, prepared, cfg)}
+    teacher = evaluate(guarded(actors, "teacher", state, cfg), prepared.task.eval_sets,
+                       get_verifier(prepared.task.verifier), cfg, desc="eval teacher")
+    result = {"teacher": teacher, "student": evaluate_student(actors, prepared, state, cfg, "eval student"),
+              "continuation": continuation_eval(actors, prepared, state, cfg)}
     cache.write_text(json.dumps(result) + "\n")
     return result
 
@@ -59,12 +71,10 @@ def eval_metrics(results: dict[str, dict[str, float]], prefix: str = "eval") -> 
 
 def periodic_eval(actors, prepared: Prepared, cfg: OPDConfig, sink: MetricsSink):
     """A `controller.train(on_step=...)` hook: the student on every evaluation set each `eval.every` steps."""
-    verify = get_verifier(prepared.task.verifier)
-
     def hook(state, metrics) -> None:
         if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < cfg.run.steps:
-            sink.log(state.step, eval_metrics(evaluate(actors.rollouts, prepared.task.eval_sets, verify, cfg,
-                                                       desc=f"eval student @ step {state.step}")))
+            sink.log(state.step, eval_metrics(evaluate_student(actors, prepared, state, cfg,
+                                                               f"eval student @ step {state.step}")))
     return hook
 
 
@@ -91,9 +101,9 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
     get(actors.ready_refs(), cfg.pipeline.startup_timeout_s, "startup")
     nodes = actors.node_ips(get, cfg.pipeline.startup_timeout_s)
     print("[opd] actors on nodes: " + ", ".join(f"{name} {ip}" for name, ip in nodes.items()), flush=True)
-    ev = evaluate_before(actors, prepared, cfg, run_dir)
-    print(f"[opd] before: student {format_eval(ev['student'])} | teacher {format_eval(ev['teacher'])}", flush=True)
     state, sink = controller.LoopState(), MetricsSink(run_dir)
+    ev = evaluate_before(actors, prepared, state, cfg, run_dir)
+    print(f"[opd] before: student {format_eval(ev['student'])} | teacher {format_eval(ev['teacher'])}", flush=True)
     if resume_from is not None:
         resume.restore(actors, resume_from, state, stream, cfg, get)
         controller.sync_weights(actors, state.policy_version, cfg)  # engines serve the restored version
@@ -107,26 +117,39 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
     state = controller.train(actors, stream, cfg, sink, state, ckpt,
                              on_step=lambda s, m: (watch(s, m), evals(s, m)))
     train_s = time.time() - t_train
-    after = evaluate(actors.rollouts, task.eval_sets, get_verifier(task.verifier), cfg, desc="eval student")
-    continuation_after = continuation_eval(actors, prepared, cfg)
+    ranks_agree = learner_ranks_agree(actors, cfg)
+    after = evaluate_student(actors, prepared, state, cfg, "eval student")
+    continuation_after = continuation_eval(actors, prepared, state, cfg)
     final = ckpt.latest()
     if final is None or final.name != f"step_{state.step}":
         final = resume.save_checkpoint(actors, state, stream, ckpt, cfg, get)
     export_dir = final / "hf" if cfg.ckpt.export_hf else None
     summary = summarize(task, ev, after) | {
-        "steps": state.step, "trajectories": len(state.consumed), "refused_stale": state.refused_stale,
+        "steps": state.step, "trajectories": state.consumed.count, "refused_stale": state.refused_stale,
         "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
         "continuation_before": ev.get("continuation"), "continuation_after": continuation_after,
         "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
-        "actor_nodes": nodes,
+        "actor_nodes": nodes, "learner_ranks_agree": ranks_agree,
     }
     sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)}
-             | {"verifier/errors": verifiers.error_count()})
+             | {"verifier/errors": verifiers.error_count()} | state.health.metrics())  # fleet/*: also the final evaluation's replacements
     sink.close()
     summary["metrics_rows_superseded"] = current_rows(read_rows(run_dir / "metrics.jsonl"))[1]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def learner_ranks_agree(actors, cfg: OPDConfig) -> bool | None:
+    """Do the learner ranks hold the same weights after training? None when they cannot tell (one rank, ZeRO-3);
+    a disagreement is printed: the ranks stepped apart, and the checkpoint keeps rank 0's."""
+    digests = get(actors.learners.weights_digest_refs(), cfg.pipeline.learner_timeout_s, "learner")
+    if len(digests) < 2 or None in digests:
+        return None
+    if len(set(digests)) > 1:
+        print(f"[opd] the learner ranks' weights differ after training (SHA-256 {[d[:12] for d in digests]})",
+              flush=True)
+    return len(set(digests)) == 1
 
 
 def summarize(task: Task, before: dict, after: dict) -> dict:

@@ -39,7 +39,13 @@ from opd_ray.lab import arith_task
 from opd_ray.lab.build import RECIPES
 from opd_ray.loop.checkpoint import ResumeError, config_differences, config_fingerprint, read_state, verify_files
 from opd_ray.models.contract import ContractError, failed_summary, pair_checks
-from opd_ray.models.folders import check_model_folder, logit_width, model_config, resolve_model
+from opd_ray.models.folders import (
+    check_model_folder,
+    end_of_response_ids,
+    logit_width,
+    model_config,
+    resolve_model,
+)
 from opd_ray.models.loading import load_tokenizer
 from opd_ray.objective.losses import (
     FULL_VOCAB_KINDS,
@@ -165,8 +171,14 @@ def validate_prompt_selection(data: DataConfig) -> None:
 def validate_placement(placement: PlacementConfig) -> None:
     _check(placement.strategy in PLACEMENT_STRATEGIES, "placement.strategy",
            f"must be one of {PLACEMENT_STRATEGIES}, got {placement.strategy!r}")
+    _check(placement.learner_strategy in PLACEMENT_STRATEGIES[1:], "placement.learner_strategy",
+           f"must be one of {PLACEMENT_STRATEGIES[1:]}, got {placement.learner_strategy!r}")
     for role in ("rollout", "teacher", "learner"):
         spec = getattr(placement, role)
+        _check(not (spec.prefer_node_labels and placement.strategy), f"placement.{role}.prefer_node_labels",
+               "not with placement.strategy: a placement group reserves every actor's node up front (node_labels)")
+        _check(not (spec.prefer_node_labels and role == "learner"), "placement.learner.prefer_node_labels",
+               "learner ranks are not replaced one by one (the group restarts): use placement.learner.node_labels")
         _check(spec.num_gpus >= 0, f"placement.{role}.num_gpus", f"must be >= 0, got {spec.num_gpus}")
         for name, amount in spec.resources.items():
             _check(name not in ("CPU", "GPU", "memory"), f"placement.{role}.resources.{name}",
@@ -265,7 +277,8 @@ def check_pair(cfg: OPDConfig) -> None:
     for role in ("student", "teacher"):
         check_model_folder(getattr(cfg.model, role), f"model.{role}")
     s_tok, t_tok = (load_tokenizer(path, cfg.model.trust_remote_code) for path in (cfg.model.student, cfg.model.teacher))
-    checks = pair_checks(s_tok, t_tok, logit_width(cfg.model.student), logit_width(cfg.model.teacher))
+    ends = [end_of_response_ids(path, tok) for path, tok in ((cfg.model.student, s_tok), (cfg.model.teacher, t_tok))]
+    checks = pair_checks(s_tok, t_tok, logit_width(cfg.model.student), logit_width(cfg.model.teacher), *ends)
     if any(not c["pass"] for c in checks.values()):
         raise ContractError(f"model.teacher: the teacher does not fit the student ({failed_summary(checks)}); "
                             f"student {cfg.model.student}, teacher {cfg.model.teacher}")

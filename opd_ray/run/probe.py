@@ -97,7 +97,8 @@ class ProbeReport:
 def contract_checks(s_tok, t_tok, s_model, t_model, prompts: list[Example], cfg: OPDConfig) -> dict:
     """The teacher contract (opd_ray/models/contract.py, as the job checks it) plus the probe's own: equal temperatures
     and the run's prompts reading the same for both tokenizers; every entry is {"pass": bool, "detail": str}."""
-    checks = pair_checks(s_tok, t_tok, s_model.config.vocab_size, t_model.config.vocab_size)
+    checks = pair_checks(s_tok, t_tok, s_model.config.vocab_size, t_model.config.vocab_size,
+                         eos_token_ids(s_model, s_tok), eos_token_ids(t_model, t_tok))
     checks["temperature"] = _check(cfg.rollout.temperature == cfg.teacher.temperature,
                                    f"rollout.temperature {cfg.rollout.temperature} vs teacher.temperature "
                                    f"{cfg.teacher.temperature} (log-probs must be compared at one temperature)")

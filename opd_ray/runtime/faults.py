@@ -8,6 +8,7 @@
                                                      replacement count, so that a replacement does not fail too)
     teacher_score:server=0,gen=0,call=3,action=sleep,seconds=60   teacher 0 hangs on its 3rd scoring call
     rollout_generate:engine=0,gen=0,call=3,action=sleep,seconds=60   engine 0 hangs on its 3rd generate call
+    rollout_eval:engine=0,gen=0,version=2,action=exit   engine 0 exits in an evaluation call while it serves v2
 Every key but `action` and `seconds` must match the call site's context for the fault to fire.
 """
 from __future__ import annotations

@@ -33,7 +33,8 @@ def limit_threads(cpus: float, role_size: int = 1, pipeline=None) -> int:
     return threads
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` ("": every interface) at the time of asking."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]

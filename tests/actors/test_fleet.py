@@ -26,7 +26,7 @@ def run(tiny_lab, tmp_path, prefix, *overrides, on_step=None):
                    *overrides)
     actors, state, seen = train_with_actors(cfg, tmp_path / prefix, prefix, on_step=on_step)
     weights = ray.get(actors.rollouts[0].state_dict.remote())
-    assert state.step == STEPS and len(state.consumed) == STEPS * BATCH  # every id once (the controller checks)
+    assert state.step == STEPS and state.consumed.count == STEPS * BATCH  # every id once (the controller checks)
     actors.kill()
     return state, seen, weights
 

@@ -35,8 +35,8 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
     prompts = build_task(cfg, load_tokenizer(cfg.model.student)).train[:12]  # 3 steps x 8 prompts x 2 samples > 1 epoch
     actors, state, seen = train_with_actors(cfg, tmp_path, "it-", prompts=prompts, on_step=check)
     assert state.step == 3 and len(seen) == 3
-    assert len(state.consumed) == 3 * 8 * 2  # every id once (the controller raises on a repeat)
-    assert {t[0] for t in state.consumed} == {0, 1}  # the stream wrapped into a second epoch
+    # every id once (the controller raises on a repeat): the stream's first 48 ids, 24 of them in a second epoch
+    assert state.consumed.state_dict() == {"floor": 3 * 8 * 2, "above": [], "count": 3 * 8 * 2}
     assert ray.get([r.optimizer_steps.remote() for r in actors.learners.ranks]) == [3, 3]
     assert 0 < seen[0]["overlap_ratio"] <= 1 and seen[0]["tokens"] > 0
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3
@@ -63,7 +63,7 @@ def test_opd_steps_with_vllm_engines(ray_cluster, tiny_lab, tmp_path):
     cfg = tiny_cfg(tiny_lab, "run.steps=2", "data.prompts_per_step=8", "rollout.backend=vllm",
                    "teacher.backend=vllm", "learner.cpus_per_rank=0.5")
     actors, state, seen = train_with_actors(cfg, tmp_path, "vllm-")
-    assert state.step == 2 and len(state.consumed) == 16
+    assert state.step == 2 and state.consumed.count == 16
     assert ray.get(actors.rollouts[0].policy_version.remote()) == 2
     assert all(math.isfinite(m["loss"]) and math.isfinite(m["overlap_ratio"]) for m in seen)
 
@@ -87,7 +87,7 @@ def test_pipelined_rollouts_respect_max_staleness(ray_cluster, tiny_lab, tmp_pat
                    "learner.cpus_per_rank=0.5", "rollout.shards_per_engine=2")
     actors, state, seen = train_with_actors(cfg, tmp_path, "pipe-")
     assert [m["staleness"] for m in seen] == [0, 1, 1, 1]
-    assert len(state.consumed) == 4 * 8 and state.refused_stale == 0
+    assert state.consumed.count == 4 * 8 and state.refused_stale == 0
 
 
 def test_an_engine_samples_its_shards_in_turn_and_each_is_scored(ray_cluster, tiny_lab):

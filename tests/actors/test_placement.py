@@ -90,8 +90,28 @@ def test_without_a_strategy_each_actor_asks_ray_for_its_own_resources_and_labels
 
     cfg = tiny_cfg(tiny_lab, *PLACED[1:], "placement.learner.num_gpus=1")
     placement = Placement(cfg)
-    assert placement.group is None and placement.learner_master_addr() == "127.0.0.1"
+    assert placement.group is None and placement.learner_rendezvous(10)[0] == "127.0.0.1"  # one rank: itself
     assert placement.options("rollout", 0) == dict(num_cpus=0.5, num_gpus=0.0, resources={"rollout_node": 0.5})
     assert placement.options("teacher", 0) == dict(num_cpus=0.5, num_gpus=0.0, resources=None,
                                                     label_selector={"opd-role": "train"})
     assert placement.options("learner", 0) == dict(num_cpus=1.0, num_gpus=1.0, resources={"learner_node": 0.5})
+
+
+def test_a_learner_of_several_ranks_gets_a_placement_group_of_its_own(ray_cluster, tiny_lab):
+    """Without placement.strategy, two learner ranks are still reserved together (placement.learner_strategy), so
+    that rank 0's node is known before they start; the port is found free on that node, by a task placed there."""
+    from actors.placement import Placement
+
+    cfg = tiny_cfg(tiny_lab, "learner.num_ranks=2", "learner.cpus_per_rank=0.5")
+    placement = Placement(cfg, "two-ranks")
+    try:
+        placement.wait(60)
+        assert set(placement.bundle_of) == {("learner", 0), ("learner", 1)}  # engines and teachers stay free
+        assert "scheduling_strategy" not in placement.options("rollout", 0)
+        assert placement.options("learner", 1)["scheduling_strategy"].placement_group_bundle_index == 1
+        address, port = placement.learner_rendezvous(60)
+        assert address == ray_cluster.util.get_node_ip_address() and 1024 < port < 65536
+        table = ray_cluster.util.placement_group_table(placement.group)
+        assert table["strategy"] == "PACK" and table["name"] == "two-ranks-learner"
+    finally:
+        placement.release()

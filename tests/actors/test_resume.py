@@ -72,8 +72,9 @@ def test_resume_equals_uninterrupted_run(uninterrupted, tiny_lab, tmp_path, zero
     assert len(second) == STEPS - 2  # only the steps after the checkpoint ran again
     np.testing.assert_allclose(second, ref_losses[2:], rtol=1e-6)
     assert_same(ref_w, res_w)
-    assert res_state.consumed == ref_state.consumed and len(res_state.consumed) == STEPS * BATCH
-    assert {t[0] for t in res_state.consumed} == {0, 1}  # the resumed half ran the next epoch
+    # the same record of consumed ids: the stream's first STEPS * BATCH, each once (the resumed half ran the next epoch)
+    assert res_state.consumed == ref_state.consumed
+    assert res_state.consumed.state_dict() == {"floor": STEPS * BATCH, "above": [], "count": STEPS * BATCH}
 
 
 def test_dead_learner_rank_restarts_group_from_checkpoint(uninterrupted, tiny_lab, tmp_path):
@@ -84,6 +85,6 @@ def test_dead_learner_rank_restarts_group_from_checkpoint(uninterrupted, tiny_la
     # the new group restored optimizer step 2 and took 2 more: not doubled
     assert ray.get([r.optimizer_steps.remote() for r in actors.learners.ranks]) == [STEPS, STEPS]
     kill(actors)
-    assert state.step == STEPS and len(state.consumed) == STEPS * BATCH
+    assert state.step == STEPS and state.consumed.count == STEPS * BATCH
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)  # the step lost to the crash was redone exactly
     assert_same(ref_w, weights)

@@ -11,7 +11,7 @@ def test_sync_timeout_marks_engine_stale_and_routes_around_it(ray_cluster, tiny_
                    "run.fault=rollout_sync:engine=1,version=2,action=sleep,seconds=20")
     actors, state, seen = train_with_actors(cfg, tmp_path, "stale-")
     # a rollout sent to the stale engine would have raised StaleEngineError (it serves another version)
-    assert state.step == 4 and len(state.consumed) == 4 * 8
+    assert state.step == 4 and state.consumed.count == 4 * 8
     assert [m["engines_fresh"] for m in seen][:2] == [2, 1] and state.failed_syncs >= 1
     # the actor runs calls in order: this answers after the queued syncs caught up with the slow one
     assert ray.get(actors.rollouts[1].policy_version.remote(), timeout=60) == 4

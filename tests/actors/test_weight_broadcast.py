@@ -47,7 +47,7 @@ def test_gloo_broadcast_runs_the_loop_and_a_failed_round_leaves_one_engine_stale
                    "teacher.cpus_per_server=0.5", "learner.cpus_per_rank=0.5", "pipeline.sync_timeout_s=120",
                    "run.fault=rollout_sync:engine=1,version=1,action=raise")
     actors, state, seen = train_with_actors(cfg, tmp_path, "bcast-")
-    assert state.step == 3 and len(state.consumed) == 3 * 8
+    assert state.step == 3 and state.consumed.count == 3 * 8
     assert [m["engines_fresh"] for m in seen] == [1, 2, 2] and state.failed_syncs == 1
     assert ray.get([e.policy_version.remote() for e in actors.rollouts], timeout=60) == [3, 3]
     for engine in (0, 1):

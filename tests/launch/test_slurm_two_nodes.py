@@ -4,8 +4,10 @@ launch/slurm/two_node_cluster.sh, whose nodes are network namespaces with their 
 The batch script's multi-node half runs for real here: the srun step that starts a Ray worker on the other node,
 the head's address, the token reaching the worker, the wait for both nodes, the teardown of both. The OPD run pins
 its roles to nodes through `placement.<role>.node_labels.slurm-node`, and summary.json says where each actor ran.
-Then node 2's Ray is killed mid-run: its engine and teacher, pinned to it, cannot be replaced, and the run must end
-with that error, a failed Slurm job and its last checkpoint intact, within the configured timeouts.
+Then node 2's Ray is killed mid-run. Its engine and teacher, pinned to it, cannot be replaced: the run must end with
+that error, a failed Slurm job and its last checkpoint intact, within the configured timeouts. Only preferred there
+(`prefer_node_labels`), they are replaced on node 1 and the run goes on. And two learner ranks that cannot share a
+node meet at rank 0's node and train in step.
 
 Root only (network namespaces). CI sets OPD_REQUIRE_SLURM=1: there a missing Slurm or a non-root run fails.
 """
@@ -54,12 +56,12 @@ def two_nodes():
     assert our_processes("/tmp/ray-slurm-") == []  # every raylet, GCS and worker the jobs started
 
 
-def sbatch_command(tmp_path: Path, tiny_lab: Path, out_dir: Path, *overrides: str) -> list[str]:
+def sbatch_command(tmp_path: Path, tiny_lab: Path, out_dir: Path, *overrides: str, pin=tuple(PIN)) -> list[str]:
     return ["sbatch", "--wait", "--nodes=2", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=2", "--time=20",
             str(ROOT / "launch" / "slurm" / "opd.sbatch"), "--config", "configs/lab_cpu.yaml",
             f"model.student={tiny_lab / 'student'}", f"model.teacher={tiny_lab / 'teacher'}",
             "data.prompts_per_step=8", "data.eval_size=8", "eval.avg_k=0", "data.continuation_depths=[]",
-            "rollout.max_new_tokens=16", "ckpt.export_hf=false", f"run.out_dir={out_dir}", *PIN, *overrides]
+            "rollout.max_new_tokens=16", "ckpt.export_hf=false", f"run.out_dir={out_dir}", *pin, *overrides]
 
 
 def test_two_node_sbatch_places_each_role_on_its_node(two_nodes, tiny_lab, tmp_path):
@@ -119,3 +121,63 @@ def test_losing_node_two_ends_the_run_with_its_checkpoint_in_bounded_time(two_no
     (run_dir,) = out_dir.iterdir()
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert int(latest.removeprefix("step_")) >= 4 and (run_dir / "checkpoints" / latest).is_dir(), latest
+
+
+def run_sbatch(command: list[str], tmp_path: Path, two_nodes: str) -> str:
+    env = {**private_home_env(tmp_path), "SLURM_CONF": two_nodes, "OPD_PYTHON": sys.executable}
+    job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = next(tmp_path.glob("slurm-*.out")).read_text()
+    assert job.returncode == 0, job.stderr[-2000:] + log[-4000:]
+    return log
+
+
+def test_two_learner_ranks_on_two_nodes_meet_at_rank_zero_and_train_in_step(two_nodes, tiny_lab, tmp_path):
+    """1.5 CPUs per rank, 2 per node: the ranks cannot share a node, and no placement.strategy is set. The learner's
+    own placement group names rank 0's node before either rank starts; they meet there, on a port free there."""
+    out_dir = tmp_path / "runs"
+    run_sbatch(sbatch_command(tmp_path, tiny_lab, out_dir, "run.steps=2", "learner.num_ranks=2",
+                              "learner.cpus_per_rank=1.5", pin=()), tmp_path, two_nodes)
+    summary = json.loads(next(out_dir.glob("*/summary.json")).read_text())
+    nodes = summary["actor_nodes"]
+    assert summary["steps"] == 2 and {nodes["learner-0"], nodes["learner-1"]} == set(NODES.values()), nodes
+    assert summary["learner_ranks_agree"] is True  # the same weights, byte for byte, on both nodes
+
+
+def last_step(out_dir: Path) -> int:
+    rows = [json.loads(line) for line in next(out_dir.glob("*/metrics.jsonl")).read_text().splitlines()]
+    return max(r["step"] for r in rows if "reverse_kl" in r)
+
+
+def test_losing_node_two_replaces_its_engine_and_teacher_on_node_one_and_goes_on(two_nodes, tiny_lab, tmp_path):
+    """The engine and the teacher only prefer node 2 (`prefer_node_labels`); the learner is pinned to node 1, which
+    has room for all three. Node 2's Ray dies mid-run: both are replaced on node 1, their shards re-issued under the
+    same ids, and the run finishes. Measured: the time from the loss to the next finished step."""
+    out_dir, steps = tmp_path / "runs", 14
+    env = {**private_home_env(tmp_path), "SLURM_CONF": two_nodes, "OPD_PYTHON": sys.executable}
+    prefer = ["placement.learner.node_labels.slurm-node=opd-n1",
+              "placement.rollout.prefer_node_labels.slurm-node=opd-n2",
+              "placement.teacher.prefer_node_labels.slurm-node=opd-n2"]
+    command = sbatch_command(tmp_path, tiny_lab, out_dir, f"run.steps={steps}", "ckpt.save_every=4",
+                             "pipeline.rollout_timeout_s=30", "pipeline.teacher_timeout_s=30",
+                             "pipeline.startup_timeout_s=120", pin=prefer)
+    sbatch = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_step(out_dir, 5, sbatch)
+    assert sbatch.poll() is None, "the run ended before node 2 was killed"
+    log = next(tmp_path.glob("slurm-*.out")).read_text()
+    assert f"rollout-0 {NODES['opd-n2']}, teacher-0 {NODES['opd-n2']}" in log, log[-3000:]  # where they started
+    t_kill = time.monotonic()
+    assert kill_ray_on("opd-n2"), "no Ray process found on node 2"
+    killed_after = last_step(out_dir)
+    while last_step(out_dir) == killed_after and sbatch.poll() is None and time.monotonic() - t_kill < 600:
+        time.sleep(0.1)
+    to_next_step = time.monotonic() - t_kill
+    returncode = sbatch.wait(timeout=600)
+    log = next(tmp_path.glob("slurm-*.out")).read_text()
+    print(f"node 2 killed after step {killed_after} -> step {killed_after + 1} finished {to_next_step:.1f} s later")
+    assert returncode == 0, log[-4000:]
+    assert "replacing it" in log, log[-4000:]
+    (run_dir,) = out_dir.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == steps and set(summary["actor_nodes"].values()) == {NODES["opd-n1"]}, summary
+    final = json.loads((run_dir / "checkpoints" / f"step_{steps}" / "state.json").read_text())
+    assert final["consumed"] == {"floor": steps * 8, "above": [], "count": steps * 8}  # every id once

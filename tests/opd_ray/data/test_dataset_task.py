@@ -125,6 +125,23 @@ def test_a_pair_that_shares_the_vocabulary_passes_and_corrupt_weights_are_named(
         check_pair(dataset_cfg(tiny_smol, f"model.teacher={teacher}"))
 
 
+def test_a_teacher_that_ends_responses_at_another_id_is_refused(tiny_smol, tmp_path, no_weights):
+    """Same tokenizer, but the teacher's generation_config.json also ends a response at <|endoftext|> (id 0): the
+    teacher would teach the student to stop at an id that does not stop the student's sampling."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_smol / "teacher", teacher)
+    generation = teacher / "generation_config.json"
+    config = json.loads(generation.read_text()) if generation.is_file() else {}
+    generation.write_text(json.dumps({**config, "eos_token_id": [2, 0]}))
+    with pytest.raises(ContractError, match=r"^model.teacher: the teacher does not fit the student \(end_of_response: "
+                                            r"student ends at \[2 '<\|im_end\|>'\], teacher at \[0 "
+                                            r"'<\|endoftext\|>', 2 '<\|im_end\|>'\]") as err:
+        check_pair(dataset_cfg(tiny_smol, f"model.teacher={teacher}"))
+    assert no_weights == [] and "\n" not in str(err.value)
+    generation.write_text(json.dumps({**config, "eos_token_id": 2}))  # the same ids, written as one int: passes
+    check_pair(dataset_cfg(tiny_smol, f"model.teacher={teacher}"))
+
+
 def test_cold_start_prompts_come_from_the_training_rows_and_opd_skips_them(tiny_smol):
     from opd_ray.run.cold_start import opd_examples
 
@@ -141,7 +158,8 @@ def test_the_probe_runs_on_a_dataset_task(tiny_smol):
     cfg = dataset_cfg(tiny_smol, "rollout.max_new_tokens=6", "objective.k=16")
     report = run_probe(cfg, ProbeSettings(n_prompts=4, depths=[0.0]))
     assert report.verdict in VERDICTS and report.n_prompts == 4 and report.k == 16
-    shared = ("vocabulary", "special_token_ids", "chat_template", "embedding_tables", "prompt_round_trip")
+    shared = ("vocabulary", "special_token_ids", "end_of_response", "chat_template", "embedding_tables",
+              "prompt_round_trip")
     assert all(report.contract[name]["pass"] for name in shared), report.contract
     assert report.contract["self_test"]["pass"], report.contract["self_test"]  # the student scored by itself
 

@@ -1,0 +1,52 @@
+"""The whole job (opd_ray/run/job.py) on the real actors: an engine that dies during an evaluation is replaced as
+it would be during a training step, and the run ends with the fault-free run's numbers.
+
+The strict loop (pipeline.max_staleness=0) keeps a replaced engine from holding a batch sampled ahead, so that the
+final weights, and every evaluation after them, are those of the fault-free run."""
+import json
+
+import pytest
+
+from actors.group import create_actors
+from launch import opd_job
+from opd_ray.run import job, preflight
+from tests.conftest import LAB_CFG
+
+
+def run_job(out, prefix, *overrides) -> tuple[dict, list[dict]]:
+    cfg = preflight.load_config(LAB_CFG, ["run.steps=3", "data.prompts_per_step=8", "data.eval_size=16", "eval.every=1",
+                                "eval.avg_k=2", "data.continuation_depths=[0.5]", "pipeline.max_staleness=0",
+                                "learner.cpus_per_rank=0.5", f"run.out_dir={out}", *overrides])
+    run_dir = opd_job.make_run_dir(cfg)
+    summary = job.run(cfg, preflight.prepare(cfg), run_dir, create_actors, name_prefix=prefix)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return summary, rows
+
+
+def evaluations(rows: list[dict]) -> dict[int, dict]:
+    """{step: {eval/<set>/<measure>: accuracy}}, the student's evaluations as metrics.jsonl has them."""
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith("eval/") and k.count("/") == 2}
+            for r in rows if any(k.startswith("eval/") and k.count("/") == 2 for k in r)}
+
+
+@pytest.fixture(scope="module")
+def fault_free(ray_cluster, tmp_path_factory):
+    summary, rows = run_job(tmp_path_factory.mktemp("job_clean"), "clean-")
+    assert 0 < summary["student_before"] < summary["teacher"]  # numbers that a wrong evaluation would change
+    return summary, rows
+
+
+@pytest.mark.parametrize("version, when", [(0, "before training"), (1, "periodic, after step 1"),
+                                           (3, "after training")])
+def test_an_engine_killed_during_an_evaluation_is_replaced_and_the_numbers_are_the_fault_free_ones(
+        fault_free, tmp_path, capsys, version, when):
+    summary, rows = run_job(tmp_path, f"evalkill{version}-",
+                            f"run.fault=rollout_eval:engine=0,gen=0,version={version},action=exit")
+    assert f"evalkill{version}-rollout-0 died" in capsys.readouterr().out  # the fault fired, in an evaluation
+    clean_summary, clean_rows = fault_free
+    assert evaluations(rows) == evaluations(clean_rows), when
+    for key in ("student_before", "student_after", "teacher", "gap_recovery", "eval", "continuation_after",
+                "trajectories"):
+        assert json.dumps(summary[key]) == json.dumps(clean_summary[key]), key  # NaN == NaN (no gap to close)
+    restarts = [r["fleet/restarts_rollout"] for r in rows if "fleet/restarts_rollout" in r]
+    assert restarts[-1] == 1  # counted like a failure in a training step (pipeline.max_actor_restarts)

@@ -20,6 +20,7 @@ from opd_ray.models.loading import load_model, state_dict_numpy
 from opd_ray.models.scoring import gather_BR, response_logp
 from opd_ray.objective import losses as obj
 from opd_ray.runtime.faults import maybe_fault
+from opd_ray.runtime.process import interface_towards
 from opd_ray.trajectory import microbatch
 from opd_ray.trajectory.batch import TrajectoryBatch, concat
 
@@ -27,6 +28,9 @@ from opd_ray.trajectory.batch import TrajectoryBatch, concat
 def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
     os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    interface = interface_towards(master_addr) if world_size > 1 else None
+    if interface is not None:  # a setting of the user's (or the cluster's) wins
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)
     import deepspeed  # lazy: DeepSpeed is heavy; only learner ranks need it
 
     deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl",

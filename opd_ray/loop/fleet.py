@@ -29,6 +29,11 @@ class FleetError(RuntimeError):
     """An actor failed more often than pipeline.max_actor_restarts allows, or no actor of a role is left."""
 
 
+class ReplacementDied(FleetError):
+    """A replacement died before it was ready (for example on a node that was being lost); another one is started
+    while pipeline.startup_timeout_s lasts."""
+
+
 @dataclass
 class Shard:
     """One engine's share of a step's prompts (or a part of it), chained into one teacher server."""
@@ -199,10 +204,18 @@ def replace(actors, role: str, index: int, version: int, cfg) -> None:
     if role == "rollout" and weight_sync.resolve(cfg) != "object_store":
         raise FleetError(f"{actors.name(role, index)} failed: replacing an engine needs "
                          f"rollout.weight_sync=object_store (a broadcast group cannot take in a new member)")
-    actors.replace(role, index)
-    handle = actors.rollouts[index] if role == "rollout" else actors.teachers[index]
-    wait_started(actors.name(role, index), handle.policy_version.remote() if role == "rollout" else
-                 handle.ready.remote(), dict(getattr(cfg.placement, role).node_labels), cfg)
+    deadline = time.monotonic() + cfg.pipeline.startup_timeout_s
+    while True:
+        actors.replace(role, index)
+        handle = actors.rollouts[index] if role == "rollout" else actors.teachers[index]
+        try:
+            wait_started(actors.name(role, index), handle.policy_version.remote() if role == "rollout" else
+                         handle.ready.remote(), dict(getattr(cfg.placement, role).node_labels), cfg)
+            break
+        except ReplacementDied as err:  # placed on a node that was dying before Ray declared it dead
+            if time.monotonic() > deadline:
+                raise
+            print(f"[opd] {err}: starting another one", flush=True)
     if role == "rollout":
         refit(actors, index, version, cfg)
 
@@ -228,7 +241,7 @@ def wait_started(name: str, ready_ref, node_labels: dict, cfg, poll_s: float = 2
     except ray.exceptions.RayActorError as err:  # e.g. placed on a dying node before Ray declared it dead
         time.sleep(poll_s)  # let a node death reach the node table, so the error can say so
         check_placeable()
-        raise FleetError(f"{name}: its replacement died while starting ({type(err).__name__})") from err
+        raise ReplacementDied(f"{name}: its replacement died while starting ({type(err).__name__})") from err
 
 
 def refit(actors, index: int, version: int, cfg) -> None:

@@ -130,7 +130,8 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         "continuation_before": ev.get("continuation"), "continuation_after": continuation_after,
         "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
-        "actor_nodes": nodes, "learner_ranks_agree": ranks_agree,
+        "actor_nodes_at_start": nodes, "actor_nodes": actors.node_ips(get, cfg.pipeline.startup_timeout_s),
+        "learner_ranks_agree": ranks_agree,
     }
     sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)}
              | {"verifier/errors": verifiers.error_count()} | state.health.metrics())  # fleet/*: also the final evaluation's replacements

@@ -1,10 +1,12 @@
 """Process-level helpers shared by the actors."""
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import socket
 
+import psutil
 import torch
 
 THREAD_POLICIES = ("auto", "reserved", "node")
@@ -38,3 +40,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def interface_towards(address: str) -> str | None:
+    """The name of this node's network interface that reaches `address` (None for loopback, or when not found).
+
+    Gloo's ranks connect to each other at the address their *host name* resolves to, which on many clusters (and
+    in network namespaces) is 127.0.0.1: ranks on other nodes are then refused. The route to the rendezvous
+    address names the interface the other ranks can reach (GLOO_SOCKET_IFNAME)."""
+    ip = socket.gethostbyname(address)
+    if ipaddress.ip_address(ip).is_loopback:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((ip, 9))  # UDP: no packet is sent; the kernel only picks the route and its source address
+        local = probe.getsockname()[0]
+    return next((name for name, addresses in psutil.net_if_addrs().items()
+                 if any(a.address == local for a in addresses)), None)

@@ -105,11 +105,14 @@ def test_losing_node_two_ends_the_run_with_its_checkpoint_in_bounded_time(two_no
                              "pipeline.rollout_timeout_s=30", "pipeline.teacher_timeout_s=30",
                              f"pipeline.startup_timeout_s={startup_timeout_s}")
     sbatch = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_step(out_dir, 5, sbatch)
-    assert sbatch.poll() is None, "the run ended before node 2 was killed"
-    t_kill = time.monotonic()
-    assert kill_ray_on("opd-n2"), "no Ray process found on node 2"
-    returncode = sbatch.wait(timeout=600)
+    try:
+        wait_for_step(out_dir, 5, sbatch)
+        assert sbatch.poll() is None, "the run ended before node 2 was killed"
+        t_kill = time.monotonic()
+        assert kill_ray_on("opd-n2"), "no Ray process found on node 2"
+        returncode = sbatch.wait(timeout=600)
+    finally:
+        cancel_if_running(sbatch, env)
     elapsed = time.monotonic() - t_kill
     log = next(tmp_path.glob("slurm-*.out")).read_text()
     print(f"node 2 killed -> Slurm job ended (rc {returncode}) in {elapsed:.1f} s")
@@ -148,6 +151,25 @@ def last_step(out_dir: Path) -> int:
     return max(r["step"] for r in rows if "reverse_kl" in r)
 
 
+def lose_node_two(out_dir: Path, sbatch: subprocess.Popen) -> tuple[int, float, int]:
+    """Kill node 2's Ray after step 5; (the last step before, seconds to the next finished step, the job's status)."""
+    wait_for_step(out_dir, 5, sbatch)
+    assert sbatch.poll() is None, "the run ended before node 2 was killed"
+    t_kill = time.monotonic()
+    assert kill_ray_on("opd-n2"), "no Ray process found on node 2"
+    killed_after = last_step(out_dir)
+    while last_step(out_dir) == killed_after and sbatch.poll() is None and time.monotonic() - t_kill < 600:
+        time.sleep(0.1)
+    return killed_after, time.monotonic() - t_kill, sbatch.wait(timeout=600)
+
+
+def cancel_if_running(sbatch: subprocess.Popen, env: dict) -> None:
+    """A failed test must not leave its job holding the two nodes (`sbatch --wait` ending does not cancel it)."""
+    if sbatch.poll() is None:
+        subprocess.run(["scancel", "--name=opd"], env=env, timeout=60)
+        sbatch.wait(timeout=120)
+
+
 def test_losing_node_two_replaces_its_engine_and_teacher_on_node_one_and_goes_on(two_nodes, tiny_lab, tmp_path):
     """The engine and the teacher only prefer node 2 (`prefer_node_labels`); the learner is pinned to node 1, which
     has room for all three. Node 2's Ray dies mid-run: both are replaced on node 1, their shards re-issued under the
@@ -161,23 +183,18 @@ def test_losing_node_two_replaces_its_engine_and_teacher_on_node_one_and_goes_on
                              "pipeline.rollout_timeout_s=30", "pipeline.teacher_timeout_s=30",
                              "pipeline.startup_timeout_s=120", pin=prefer)
     sbatch = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_step(out_dir, 5, sbatch)
-    assert sbatch.poll() is None, "the run ended before node 2 was killed"
-    log = next(tmp_path.glob("slurm-*.out")).read_text()
-    assert f"rollout-0 {NODES['opd-n2']}, teacher-0 {NODES['opd-n2']}" in log, log[-3000:]  # where they started
-    t_kill = time.monotonic()
-    assert kill_ray_on("opd-n2"), "no Ray process found on node 2"
-    killed_after = last_step(out_dir)
-    while last_step(out_dir) == killed_after and sbatch.poll() is None and time.monotonic() - t_kill < 600:
-        time.sleep(0.1)
-    to_next_step = time.monotonic() - t_kill
-    returncode = sbatch.wait(timeout=600)
+    try:
+        killed_after, to_next_step, returncode = lose_node_two(out_dir, sbatch)
+    finally:
+        cancel_if_running(sbatch, env)
     log = next(tmp_path.glob("slurm-*.out")).read_text()
     print(f"node 2 killed after step {killed_after} -> step {killed_after + 1} finished {to_next_step:.1f} s later")
     assert returncode == 0, log[-4000:]
+    assert f"rollout-0 {NODES['opd-n2']}, teacher-0 {NODES['opd-n2']}" in log, log[-3000:]  # where they started
     assert "replacing it" in log, log[-4000:]
     (run_dir,) = out_dir.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == steps and set(summary["actor_nodes"].values()) == {NODES["opd-n1"]}, summary
+    assert summary["actor_nodes_at_start"]["rollout-0"] == NODES["opd-n2"]
     final = json.loads((run_dir / "checkpoints" / f"step_{steps}" / "state.json").read_text())
     assert final["consumed"] == {"floor": steps * 8, "above": [], "count": steps * 8}  # every id once

@@ -20,6 +20,7 @@ class LearnerGroup:
                  placement: Placement | None = None):
         n = cfg.learner.num_ranks
         self.cfg, self.name_prefix, self.generation = cfg, name_prefix, generation
+        self.owns_placement = placement is None  # a group started alone (the cold start) gives its own back
         self.placement = placement or Placement(cfg)  # a restarted group reuses the same bundles
         addr, port = self.placement.learner_rendezvous(cfg.pipeline.startup_timeout_s)
         if cfg.learner.master_port:
@@ -36,7 +37,16 @@ class LearnerGroup:
         """Kill every rank (a broken collective cannot heal) and start a new group, generation + 1."""
         for rank in self.ranks:
             ray.kill(rank, no_restart=True)
-        return LearnerGroup(self.cfg, self.name_prefix, self.generation + 1, self.placement)
+        group = LearnerGroup(self.cfg, self.name_prefix, self.generation + 1, self.placement)
+        group.owns_placement = self.owns_placement
+        return group
+
+    def kill(self) -> None:
+        """End every rank; give back the placement group if this group made it (two ranks or more)."""
+        for rank in self.ranks:
+            ray.kill(rank, no_restart=True)
+        if self.owns_placement:
+            self.placement.release()
 
     def save_checkpoint_refs(self, path: str):
         return [r.save_checkpoint.remote(path) for r in self.ranks]

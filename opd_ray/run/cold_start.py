@@ -160,8 +160,7 @@ def _run_stage(cfg: OPDConfig, out: Path, task: Task, tokenizer, start_engine, s
     losses = sft(learners, data, cfg)
     out.mkdir(parents=True, exist_ok=True)
     get(learners.save_pretrained_refs(str(out / "hf"), cfg.model.student), cfg.pipeline.learner_timeout_s, "learner")
-    for rank in learners.ranks:
-        ray.kill(rank)
+    learners.kill()
     print(f"[cold start] SFT {cfg.cold_start.steps} steps, NLL {losses[0]:.3f} -> {losses[-1]:.3f} "
           f"in {time.time() - t_gen:.0f} s; student -> {out / 'hf'}", flush=True)
     correct = data.outcome_correct_B

@@ -55,6 +55,7 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
     served = ray.get(actors.rollouts[0].state_dict.remote())
     for name, value in served.items():
         np.testing.assert_array_equal(exported[name].numpy(), value, err_msg=name)
+    actors.kill()  # and give back the learner's placement group (two ranks), which outlives the actors' handles
 
 
 @pytest.mark.vllm

@@ -35,8 +35,7 @@ def run_steps(cfg, tmp, steps, prefix, resume_from=None):
 
 
 def kill(actors):
-    for a in actors.rollouts + actors.teachers + actors.learners.ranks:
-        ray.kill(a)
+    actors.kill()  # every actor, and the learner's placement group (two ranks)
 
 
 def assert_same(weights_a, weights_b):

@@ -70,3 +70,4 @@ def test_gloo_broadcast_from_a_zero3_learner_group(ray_cluster, tiny_lab, tmp_pa
     ray.get(refs, timeout=300)
     np.testing.assert_allclose(got, learner, atol=TOL)
     assert np.abs(got - initial).max() > 1e-3
+    actors.kill()  # and give back the learner's placement group

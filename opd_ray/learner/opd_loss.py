@@ -67,6 +67,17 @@ def require(value, what: str):
     return value
 
 
+def entropy_banded_sums(per_token: dict[str, np.ndarray], m_BR: np.ndarray, n_tokens: float) -> dict[str, list]:
+    """overlap_ratio and overlap_mass_teacher per teacher-entropy band (`diagnostics.ENTROPY_BANDS`), and each
+    band's share of the tokens (teacher_entropy_share/<band>)."""
+    sums = {}
+    for name in ("overlap_ratio", "overlap_mass_teacher"):
+        banded = diag.sums_by_entropy_band(per_token[name], per_token["entropy_teacher"], m_BR)
+        sums |= {f"{name}/teacher_entropy_{band}": [total, count] for band, (total, count) in banded.items()}
+    sums |= {f"teacher_entropy_share/{band}": [count, n_tokens] for band, (_, count) in banded.items()}
+    return sums
+
+
 def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBatch) -> dict[str, list]:
     """Per-token diagnostics as [sum, count] pairs over this shard (the controller sums ranks, then divides).
 
@@ -100,6 +111,8 @@ def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBa
     adv_BR, has_overlap_BR = diag.overlap_token_advantage_BR(s_ids, s_logp, t_ids, t_at_s)
     sums["overlap_token_advantage"] = [float((adv_BR * (has_overlap_BR & m_BR)).sum()),
                                        float((has_overlap_BR & m_BR).sum())]
+    if shard.teacher_entropy_BR is not None:  # the overlap where the teacher is sure, unsure, spread (ours)
+        sums.update(entropy_banded_sums(per_token, m_BR, n_tokens))
     sums["entropy_student_by_position"] = [(entropy_student_BR * m_BR).sum(0), m_BR.sum(0).astype(np.float64)]
     if shard.teacher_entropy_BR is not None:
         sums["entropy_teacher_by_position"] = [(per_token["entropy_teacher"] * m_BR).sum(0),

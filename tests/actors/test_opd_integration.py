@@ -30,7 +30,13 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
         assert ray.get(actors.rollouts[0].policy_version.remote()) == state.policy_version
         assert any(not np.array_equal(initial[n], engine_w[n]) for n in engine_w), "weights never changed"
         # the reward AUROC is NaN when every rollout is right (or wrong): the tiny untrained model gets all wrong
-        assert all(math.isfinite(v) for k, v in metrics.items() if isinstance(v, float) and k != "reward_auroc")
+        # an entropy band with no token has no mean (NaN); the shares of the bands add up to 1
+        assert all(math.isfinite(v) for k, v in metrics.items() if isinstance(v, float) and k != "reward_auroc"
+                   and "/teacher_entropy_" not in k)
+        shares = [v for k, v in metrics.items() if k.startswith("teacher_entropy_share/")]
+        assert len(shares) == 3 and math.isclose(sum(shares), 1.0, rel_tol=1e-9)
+        assert any(math.isfinite(metrics[f"overlap_ratio/teacher_entropy_{band}"]) for band in ("lt0.1", "0.1to1",
+                                                                                               "ge1"))
 
     prompts = build_task(cfg, load_tokenizer(cfg.model.student)).train[:12]  # 3 steps x 8 prompts x 2 samples > 1 epoch
     actors, state, seen = train_with_actors(cfg, tmp_path, "it-", prompts=prompts, on_step=check)

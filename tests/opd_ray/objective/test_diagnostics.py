@@ -114,3 +114,20 @@ def test_sequence_mean_reward_averages_valid_tokens():
     t = np.array([[-0.5, -1.0, 5.0]])
     mask = np.array([[True, True, False]])
     assert diag.sequence_mean_reward_B(s, t, mask)[0] == 0.75
+
+
+def test_sums_by_entropy_band_match_a_loop_over_positions():
+    """float64 reference: each valid position counted once, in the band [lo, hi) its entropy falls in."""
+    rng = np.random.default_rng(3)
+    values_BR, mask_BR = rng.random((5, 40)), rng.random((5, 40)) < 0.8
+    entropy_BR = rng.choice([0.0, 0.05, 0.1, 0.5, 1.0, 3.0], size=(5, 40)) + rng.random((5, 40)) * 0.01
+    entropy_BR[0, :3] = [0.1, 1.0, 0.0999]  # the edges: 0.1 and 1.0 open the next band
+    got = diag.sums_by_entropy_band(values_BR, entropy_BR, mask_BR)
+    for band, (lo, hi) in diag.ENTROPY_BANDS.items():
+        picked = [float(v) for v, h, m in zip(values_BR.ravel(), entropy_BR.ravel(), mask_BR.ravel())
+                  if m and lo <= h < hi]
+        assert got[band][1] == len(picked) > 0
+        assert math.isclose(got[band][0], math.fsum(picked), rel_tol=1e-12)
+    assert sum(count for _, count in got.values()) == mask_BR.sum()
+    empty = diag.sums_by_entropy_band(values_BR, np.full_like(entropy_BR, 5.0), mask_BR)
+    assert empty["lt0.1"] == (0.0, 0.0) and empty["ge1"][1] == mask_BR.sum()

@@ -12,6 +12,9 @@ from launch import opd_job
 from opd_ray.run import job, preflight
 from tests.conftest import LAB_CFG
 
+# four whole jobs (a fault-free one and three faulted): the slow tier, which CI runs (make test-slow)
+pytestmark = pytest.mark.slow
+
 
 def run_job(out, prefix, *overrides) -> tuple[dict, list[dict]]:
     cfg = preflight.load_config(LAB_CFG, ["run.steps=3", "data.prompts_per_step=8", "data.eval_size=16", "eval.every=1",

@@ -93,10 +93,14 @@ class Actors:
     def name(self, role: str, index: int) -> str:
         return f"{self.prefix}{role}-{index}"
 
+    def pool(self, role: str) -> list:
+        """The actors of a role: the rollout engines or the teacher servers."""
+        return self.rollouts if role == "rollout" else self.teachers
+
     def replace(self, role: str, index: int) -> None:
         """Kill rollout/teacher actor `index` and start a new one of the same name and placement (opd_ray/loop/fleet.py
         refits a new engine before it gets prompts)."""
-        pool = self.rollouts if role == "rollout" else self.teachers
+        pool = self.pool(role)
         ray.kill(pool[index], no_restart=True)
         generation = self.generations[(role, index)] = self.generations.get((role, index), 0) + 1
         pool[index] = start_actor(self.cfg, role, index, self.name(role, index), self.placement, generation)

@@ -135,7 +135,7 @@ def recover(actors, shard: Shard, err: Exception | None, version: int, health: F
     returns the re-issued shard. A teacher's failure only redoes the scoring of the engine's trajectories."""
     t0 = time.monotonic()
     role, index = culprit(actors, shard, err)
-    pool = actors.rollouts if role == "rollout" else actors.teachers
+    pool = actors.pool(role)
     launched_on = shard.actor_ids[0 if role == "rollout" else 1]
     if launched_on != pool[index]._actor_id.hex():  # sampled ahead (max_staleness) on an actor replaced since
         print(f"[opd] a shard launched on the replaced {actors.name(role, index)} is re-issued: "
@@ -188,13 +188,20 @@ def record_failure(actors, role: str, index: int, why: str, health: FleetHealth,
 
 def replace_engine(actors, index: int, err: Exception | None, version: int, health: FleetHealth, cfg) -> None:
     """An engine that died (`err`) or hung (None) during a weight sync: replaced and refit at `version`."""
+    replace_failed(actors, "rollout", index, err, f"load_weights within {cfg.pipeline.sync_timeout_s:.0f} s",
+                   "the weight sync", version, health, cfg)
+
+
+def replace_failed(actors, role: str, index: int, err: Exception | None, missed: str, during: str, version: int,
+                   health: FleetHealth, cfg) -> None:
+    """Outside a shard (a weight sync, an evaluation): an actor that died (`err`) or did not answer (`missed`: what,
+    within how long) is counted against pipeline.max_actor_restarts and replaced (an engine refit at `version`)."""
     t0 = time.monotonic()
-    name = actors.name("rollout", index)
-    why = describe(actors, "rollout", index, err, cfg) if err is not None else \
-        f"{name} did not answer load_weights within {cfg.pipeline.sync_timeout_s:.0f} s"
-    record_failure(actors, "rollout", index, why, health, cfg)
-    print(f"[opd] {why} during the weight sync: replacing it", flush=True)
-    replace(actors, "rollout", index, version, cfg)
+    why = describe(actors, role, index, err, cfg) if err is not None else \
+        f"{actors.name(role, index)} did not answer {missed}"
+    record_failure(actors, role, index, why, health, cfg)
+    print(f"[opd] {why} during {during}: replacing it", flush=True)
+    replace(actors, role, index, version, cfg)
     health.readmit_s.append(time.monotonic() - t0)
 
 
@@ -207,7 +214,7 @@ def replace(actors, role: str, index: int, version: int, cfg) -> None:
     deadline = time.monotonic() + cfg.pipeline.startup_timeout_s
     while True:
         actors.replace(role, index)
-        handle = actors.rollouts[index] if role == "rollout" else actors.teachers[index]
+        handle = actors.pool(role)[index]
         try:
             wait_started(actors.name(role, index), handle.policy_version.remote() if role == "rollout" else
                          handle.ready.remote(), dict(getattr(cfg.placement, role).node_labels), cfg)
@@ -262,14 +269,13 @@ class GuardedServers:
 
     def __init__(self, actors, role: str, version: int, health: FleetHealth, cfg, stale: set[int] = frozenset()):
         self.actors, self.role, self.version, self.health, self.cfg = actors, role, version, health, cfg
-        pool = actors.rollouts if role == "rollout" else actors.teachers
-        self.indices = [i for i in range(len(pool)) if i not in stale]  # a stale engine serves an old version
+        self.indices = [i for i in range(len(actors.pool(role))) if i not in stale]  # a stale engine serves an old version
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def handle(self, index: int):
-        return (self.actors.rollouts if self.role == "rollout" else self.actors.teachers)[index]
+        return self.actors.pool(self.role)[index]
 
     def map(self, method: str, args: list[tuple], timeout_s: float) -> list:
         """`method(*args[j])` on the j-th server, all at once; results in order, failed calls recovered."""
@@ -281,7 +287,7 @@ class GuardedServers:
             ready, _ = ray.wait([ref for ref, _ in calls.values()], num_returns=1, timeout=wait_s)
             if not ready:  # the earliest deadline passed: that actor hung
                 j = min(calls, key=lambda c: calls[c][1])
-                self.recover(j, None)
+                self.recover(j, None, timeout_s)
                 calls[j] = self.call(j, method, args[j], timeout_s)
                 continue
             j = by_ref[id(ready[0])]
@@ -290,7 +296,7 @@ class GuardedServers:
             except ray.exceptions.RayActorError as err:
                 if err.actor_id not in (None, self.handle(self.indices[j])._actor_id.hex()):
                     raise  # another actor's death (a learner rank during a refit): not this server's
-                self.recover(j, err)
+                self.recover(j, err, timeout_s)
                 calls[j] = self.call(j, method, args[j], timeout_s)
             else:
                 del calls[j]
@@ -299,12 +305,7 @@ class GuardedServers:
     def call(self, j: int, method: str, args: tuple, timeout_s: float) -> tuple[object, float]:
         return getattr(self.handle(self.indices[j]), method).remote(*args), time.monotonic() + timeout_s
 
-    def recover(self, j: int, err: Exception | None) -> None:
-        t0, index = time.monotonic(), self.indices[j]
-        name = self.actors.name(self.role, index)
-        why = describe(self.actors, self.role, index, err, self.cfg) if err is not None else \
-            f"{name} did not answer an evaluation call within {self.cfg.pipeline.rollout_timeout_s:.0f} s"
-        record_failure(self.actors, self.role, index, why, self.health, self.cfg)
-        print(f"[opd] {why} during an evaluation: replacing it and asking its replacement again", flush=True)
-        replace(self.actors, self.role, index, self.version, self.cfg)
-        self.health.readmit_s.append(time.monotonic() - t0)
+    def recover(self, j: int, err: Exception | None, timeout_s: float) -> None:
+        """Replace the j-th server; the caller asks the replacement again."""
+        replace_failed(self.actors, self.role, self.indices[j], err, f"an evaluation call within {timeout_s:.0f} s",
+                       "an evaluation", self.version, self.health, self.cfg)

@@ -104,7 +104,11 @@ def end_of_response_ids(path: str, tokenizer) -> list[int]:
     """Every id that ends a response, read from the folder (no weights loaded): the tokenizer's EOS and each
     `eos_token_id` of generation_config.json (Qwen lists two); `models.loading.eos_token_ids` on a loaded model."""
     file = Path(path) / "generation_config.json"
-    configured = json.loads(file.read_text()).get("eos_token_id") if file.is_file() else None
+    return end_ids(tokenizer, json.loads(file.read_text()).get("eos_token_id") if file.is_file() else None)
+
+
+def end_ids(tokenizer, configured: int | list[int] | None) -> list[int]:
+    """The tokenizer's EOS and the generation config's `eos_token_id` (an id, a list, or None), sorted."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     ids.update([configured] if isinstance(configured, int) else (configured or []))
     return sorted(ids)

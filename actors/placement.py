@@ -15,26 +15,44 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from opd_ray.config import teachers
 from opd_ray.config.errors import ConfigError
 from opd_ray.config.schema import OPDConfig
 from opd_ray.runtime.process import free_port
 
-ROLES = ("rollout", "teacher", "learner")
+def roles(cfg: OPDConfig) -> list[str]:
+    """Every actor role of the run: rollout, one per teacher (opd_ray/config/teachers.py), learner."""
+    return ["rollout", *(teachers.role(name) for name in teachers.names(cfg)), "learner"]
+
+
+def role_config(cfg: OPDConfig, role: str) -> tuple[OPDConfig, str]:
+    """(config, section) that set `role`'s actors: a teacher pool's are its teacher's view, section `teacher`."""
+    if teachers.is_teacher_role(role):
+        return teachers.view(cfg, teachers.name_of(role)), "teacher"
+    return cfg, role
 
 
 def role_count(cfg: OPDConfig, role: str) -> int:
+    cfg, section = role_config(cfg, role)
     return {"rollout": cfg.rollout.num_engines, "teacher": cfg.teacher.num_servers,
-            "learner": cfg.learner.num_ranks}[role]
+            "learner": cfg.learner.num_ranks}[section]
 
 
 def role_cpus(cfg: OPDConfig, role: str) -> float:
+    cfg, section = role_config(cfg, role)
     return {"rollout": cfg.rollout.cpus_per_engine, "teacher": cfg.teacher.cpus_per_server,
-            "learner": cfg.learner.cpus_per_rank}[role]
+            "learner": cfg.learner.cpus_per_rank}[section]
+
+
+def role_placement(cfg: OPDConfig, role: str):
+    """placement.<role> (a named teacher's own, when it sets one)."""
+    cfg, section = role_config(cfg, role)
+    return getattr(cfg.placement, section)
 
 
 def actor_request(cfg: OPDConfig, role: str) -> dict[str, float]:
     """The resources one actor of `role` reserves, as a placement-group bundle."""
-    spec = getattr(cfg.placement, role)
+    spec = role_placement(cfg, role)
     request = {"CPU": role_cpus(cfg, role), **spec.resources}
     if spec.num_gpus:
         request["GPU"] = spec.num_gpus
@@ -46,7 +64,7 @@ def check_cluster_fits(cfg: OPDConfig) -> None:
     have = ray.cluster_resources()
     need: dict[str, float] = {}
     field_of: dict[str, str] = {"CPU": "rollout/teacher/learner cpus_per_*", "GPU": "placement.<role>.num_gpus"}
-    for role in ROLES:
+    for role in roles(cfg):
         for name, amount in actor_request(cfg, role).items():
             need[name] = need.get(name, 0.0) + amount * role_count(cfg, role)
             field_of.setdefault(name, f"placement.{role}.resources.{name}")
@@ -55,8 +73,8 @@ def check_cluster_fits(cfg: OPDConfig) -> None:
             raise ConfigError(f"{field_of[name]}: the run needs {amount:g} {name}, the Ray cluster has "
                               f"{have.get(name, 0.0):g}")
     node_labels = [n.get("Labels", {}) for n in ray.nodes() if n["Alive"]]
-    for role in ROLES:
-        spec = getattr(cfg.placement, role)
+    for role in roles(cfg):
+        spec = role_placement(cfg, role)
         for field, wanted in (("node_labels", spec.node_labels), ("prefer_node_labels", spec.prefer_node_labels)):
             if wanted and not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels):
                 raise ConfigError(f"placement.{role}.{field}: no node of the Ray cluster has the labels {dict(wanted)}")
@@ -73,17 +91,17 @@ class Placement:
     def __init__(self, cfg: OPDConfig, name: str = "opd"):
         self.cfg, self.group, self.bundle_of = cfg, None, {}
         if cfg.placement.strategy:
-            roles, strategy, group_name = ROLES, cfg.placement.strategy, f"{name}-actors"
+            grouped, strategy, group_name = roles(cfg), cfg.placement.strategy, f"{name}-actors"
         elif cfg.learner.num_ranks > 1:
-            roles, strategy, group_name = ("learner",), cfg.placement.learner_strategy, f"{name}-learner"
+            grouped, strategy, group_name = ("learner",), cfg.placement.learner_strategy, f"{name}-learner"
         else:
             return
         bundles, selectors = [], []
-        for role in roles:
+        for role in grouped:
             for index in range(role_count(cfg, role)):
                 self.bundle_of[(role, index)] = len(bundles)
                 bundles.append(actor_request(cfg, role))
-                selectors.append(dict(getattr(cfg.placement, role).node_labels))
+                selectors.append(dict(role_placement(cfg, role).node_labels))
         self.group = placement_group(bundles, strategy=strategy, name=group_name,
                                      bundle_label_selector=selectors if any(selectors) else None)
 
@@ -101,7 +119,7 @@ class Placement:
     def options(self, role: str, index: int, replacement: bool = False) -> dict:
         """Keyword arguments for `ActorClass.options(...)`. A `replacement` ignores placement.<role>.prefer_node_labels:
         it goes wherever it fits, so that the loss of the preferred node does not stop the run."""
-        spec = getattr(self.cfg.placement, role)
+        spec = role_placement(self.cfg, role)
         options = dict(num_cpus=role_cpus(self.cfg, role), num_gpus=spec.num_gpus,
                        resources=dict(spec.resources) or None)
         bundle = self.in_group(role, index)

@@ -5,6 +5,7 @@ import os
 
 import ray
 
+from opd_ray.config import teachers
 from opd_ray.config.schema import OPDConfig
 from opd_ray.data.task import verify_batch
 from opd_ray.data.verifiers import get_verifier
@@ -26,7 +27,7 @@ class RolloutEngine:
         self.verify = get_verifier(cfg.data.verifier)
         kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                       top_k=cfg.objective.k, run_seed=cfg.run.seed, model_options=model_options(cfg),
-                      vocab_limit=shared_logit_width(cfg.model.student, cfg.model.teacher), stop=cfg.rollout.stop)
+                      vocab_limit=shared_logit_width(cfg.model.student, *teachers.models(cfg)), stop=cfg.rollout.stop)
         if cfg.rollout.backend == "vllm":
             self.engine = VLLMRollout(cfg.model.student, max_model_len=cfg.data.max_prompt_tokens
                                       + cfg.rollout.max_new_tokens, **kwargs,

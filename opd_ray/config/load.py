@@ -86,14 +86,26 @@ def as_list(value) -> list:
 
 
 def eval_source(spec) -> dict:
-    """One `data.eval_files` entry as {files: [...], prompt_key, answer_key} (keys "" = data.prompt_key/answer_key)."""
+    """One `data.eval_files` entry as {files: [...], prompt_key, answer_key, teacher} (keys "" = data.prompt_key /
+    data.answer_key; teacher "" = the default teacher)."""
     spec = dict(spec) if isinstance(spec, dict) else {"files": spec}
-    unknown = set(spec) - {"files", "prompt_key", "answer_key"}
+    unknown = set(spec) - {"files", "prompt_key", "answer_key", "teacher"}
     if unknown:
         raise ConfigError(f"data.eval_files: unknown key(s) {sorted(unknown)}; an entry is file(s) or "
-                          "{files, prompt_key, answer_key}")
+                          "{files, prompt_key, answer_key, teacher}")
     return {"files": [local_or_given(f) for f in as_list(spec.get("files"))],
-            "prompt_key": spec.get("prompt_key", ""), "answer_key": spec.get("answer_key", "")}
+            "prompt_key": spec.get("prompt_key", ""), "answer_key": spec.get("answer_key", ""),
+            "teacher": spec.get("teacher", "")}
+
+
+def train_source(spec) -> str | dict:
+    """One `data.train_files` entry: a path or hub id, or {files, teacher} (its rows' teacher, several teachers)."""
+    if not isinstance(spec, dict):
+        return local_or_given(spec)
+    unknown = set(spec) - {"files", "teacher"}
+    if unknown or not spec.get("files") or not spec.get("teacher"):
+        raise ConfigError(f"data.train_files: an entry is a file, a list of files, or {{files, teacher}}; got {spec}")
+    return {"files": [local_or_given(f) for f in as_list(spec["files"])], "teacher": str(spec["teacher"])}
 
 
 def local_or_given(name) -> str:

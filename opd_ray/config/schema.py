@@ -18,6 +18,7 @@ QUERY_FIELD = "{q}"
 LAB_PROMPTS = "lab:"  # data.teacher_prompts=lab:<model>: a lab model's own post-training prompts
 PROMPT_FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 DTYPES = ("auto", "float32", "bfloat16")
+MOPD_MODES = ("routing", "ensemble")
 
 
 @dataclass
@@ -32,7 +33,7 @@ class RunConfig:
 @dataclass
 class ModelConfig:
     student: str = MISSING  # a Hugging Face folder, or a hub id (resolved once, on the driver: models/folders.py)
-    teacher: str = MISSING
+    teacher: str = ""  # the one-teacher shorthand (a teacher named `default`); several teachers: `teachers:`
     trust_remote_code: bool = False
     dtype: str = "auto"  # auto | float32 | bfloat16; auto: float32 on CPU, the checkpoint's dtype on a GPU
     attn_implementation: str = ""  # passed to from_pretrained (e.g. sdpa, eager, flash_attention_2); "" = default
@@ -47,6 +48,9 @@ class DataConfig:
     # name -> file(s), or {files, prompt_key, answer_key} when a benchmark names its fields differently; each set is
     # reported side by side, the first one is the headline
     eval_files: dict[str, Any] = field(default_factory=dict)
+    # several teachers (`teachers:`): the row field that names a row's teacher; a train_files entry may instead be
+    # {files, teacher}; rows that name none go to mopd.default_teacher (docs/multi-teacher.md)
+    teacher_key: str = ""
     prompt_key: str = "prompt"  # a string, or a chat `messages` list of {role, content}
     answer_key: str = "answer"  # the reference the verifier compares with
     system_prompt: str = ""  # prepended as a system message (chat template) or as text (none)
@@ -100,6 +104,40 @@ class TeacherConfig:
     # padded tokens (rows x (prompt + response)) per forward pass of teacher scoring, and of the HF prompt pass of
     # rollout and teacher sampling: bounds their logits (opd_ray/trajectory/microbatch.py; docs/memory.md)
     micro_batch_tokens: int = 8192
+
+
+@dataclass
+class NamedTeacher:
+    """One entry of `teachers:` (opd_ray/config/teachers.py). Every field left unset (null) takes the value of
+    the `teacher:` section, so shared settings are written once."""
+    model: str = MISSING  # a Hugging Face folder or hub id, as model.teacher
+    backend: str | None = None
+    num_servers: int | None = None
+    temperature: float | None = None
+    cpus_per_server: float | None = None
+    logprob_dtype: str | None = None
+    micro_batch_tokens: int | None = None
+    placement: RolePlacement | None = None  # null: placement.teacher
+    # an elastic pool (opd_ray/loop/elastic.py): between min_servers and max_servers, sized from its measured load;
+    # null: num_servers, fixed
+    min_servers: int | None = None
+    max_servers: int | None = None
+
+
+@dataclass
+class MOPDConfig:
+    """Several teachers for one student (docs/multi-teacher.md)."""
+    # routing: each sample is scored by the teacher its row names (NeMo-RL, TRL, verl); ensemble: every teacher
+    # scores every sample and the per-token signals are averaged (slime's averaged advantages; N x teacher compute)
+    mode: str = "routing"
+    default_teacher: str = ""  # the teacher of rows that name none; "": such a row is an error
+    min_token_share: float = 0.0  # warn once, naming the teacher, when its share of a step's tokens falls below this
+    # elastic teacher pools (teachers.<name>.min_servers/max_servers; opd_ray/loop/elastic.py): a server is added
+    # when a sampled shard waited for a free server for this share of the step, `scale_patience` steps running...
+    scale_up_wait_share: float = 0.25
+    # ...and one is removed when the pool's servers were busy less than this share of the step, for twice as long
+    scale_down_busy_share: float = 0.15
+    scale_patience: int = 2
 
 
 @dataclass
@@ -220,6 +258,8 @@ class OPDConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teachers: dict[str, NamedTeacher] = field(default_factory=dict)  # name -> teacher; {} = model.teacher alone
+    mopd: MOPDConfig = field(default_factory=MOPDConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)

@@ -23,6 +23,7 @@ class Example:
     prompt: str  # rendered: the chat template applied, when there is one
     prompt_ids: tuple[int, ...]
     answer: str  # the reference the verifier compares a response with
+    teacher: str = "default"  # the teacher that scores this prompt's samples (opd_ray/config/teachers.py)
 
 
 @dataclass
@@ -34,6 +35,11 @@ class Task:
     verifier: str  # a spec for opd_ray.data.verifiers.get_verifier; actors build their own from it
     cold_start: list[Example] = field(default_factory=list)  # SFT prompts of the cold start stage
     notes: list[str] = field(default_factory=list)  # what building the task dropped, printed once
+    eval_teachers: dict[str, str] = field(default_factory=dict)  # set -> the teacher of its domain (default: routed)
+
+    def teacher_of_set(self, name: str, default: str) -> str:
+        """The teacher an evaluation set is tied to: its gap recovery is measured against that teacher."""
+        return self.eval_teachers.get(name) or default
 
 
 

@@ -43,7 +43,8 @@ class HFRollout:
             prompt_ids_BP=prompt_ids.numpy().astype(np.int32), prompt_mask_BP=prompt_mask.numpy().astype(bool),
             response_ids_BR=out.response_ids_BR, response_mask_BR=out.response_mask_BR,
             student_logp_BR=out.logp_BR, student_topk_ids_BRK=out.topk_ids_BRK,
-            student_topk_logp_BRK=out.topk_logp_BRK, stage_s={"rollout": time.perf_counter() - t0},
+            student_topk_logp_BRK=out.topk_logp_BRK, student_entropy_BR=out.entropy_BR,
+            stage_s={"rollout": time.perf_counter() - t0, "sampled_at": time.time()},
         )
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:

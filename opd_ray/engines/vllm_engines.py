@@ -120,7 +120,7 @@ class VLLMRollout:
             traj_ids=list(traj_ids), policy_version=policy_version,
             prompt_ids_BP=prompt_ids.numpy().astype(np.int32), prompt_mask_BP=prompt_mask.numpy().astype(bool),
             response_ids_BR=ids, response_mask_BR=mask, student_logp_BR=logp, student_topk_ids_BRK=topk_ids,
-            student_topk_logp_BRK=topk_logp, stage_s={"rollout": time.perf_counter() - t0})
+            student_topk_logp_BRK=topk_logp, stage_s={"rollout": time.perf_counter() - t0, "sampled_at": time.time()})
 
     def greedy(self, prompts: list[list[int]]) -> list[str]:
         return generate_texts(self.llm, self.tokenizer, prompts, text_params(self.max_new_tokens, self.stop))

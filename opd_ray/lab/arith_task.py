@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+from opd_ray.config import teachers
 from opd_ray.config.schema import LAB_PROMPTS, DataConfig, OPDConfig
 from opd_ray.data.prompt_selection import dedup, dedup_exact, load_teacher_prompts, select_aligned
 from opd_ray.data.task import Example, Task
@@ -59,8 +60,8 @@ def cold_start_prompts(cfg: OPDConfig) -> list[str]:
     return dedup([cfg.data.prompt_template.replace("{q}", p.prompt) for p in problems if p.prompt not in held_out])
 
 
-def example(prompt: str, tokenizer) -> Example:
-    return Example(prompt, tuple(tokenizer(prompt)["input_ids"]), str(parse_prompt(prompt).answer))
+def example(prompt: str, tokenizer, teacher: str = teachers.DEFAULT) -> Example:
+    return Example(prompt, tuple(tokenizer(prompt)["input_ids"]), str(parse_prompt(prompt).answer), teacher)
 
 
 def build(cfg: OPDConfig, tokenizer) -> Task:
@@ -68,6 +69,7 @@ def build(cfg: OPDConfig, tokenizer) -> Task:
     eval_sets = {"hard": [example(p.prompt, tokenizer) for p in hard],
                  "easy": [example(p.prompt, tokenizer) for p in easy]}
     cold = cold_start_prompts(cfg) if "cold_start" in cfg.stages else []
-    return Task(name="lab_arith", train=[example(p, tokenizer) for p in opd_prompt_set(cfg.data, cfg.run.seed)],
+    teacher = teachers.default_teacher(cfg)  # the lab's prompts name no teacher: all go to the default one
+    return Task(name="lab_arith", train=[example(p, tokenizer, teacher) for p in opd_prompt_set(cfg.data, cfg.run.seed)],
                 eval_sets=eval_sets, primary="hard", verifier=cfg.data.verifier,
                 cold_start=[example(p, tokenizer) for p in cold])

@@ -28,6 +28,7 @@ from opd_ray.lab.tiny_models import build_model
 from opd_ray.lab.tokenizer import build_tokenizer
 
 EASY, HARD = (2, 3), (4, 5)
+DIGITS_HARD = (5, 6)  # the digits skill's hard range: longer chains of easier steps
 SFT_BATCH = 64
 EVAL_SEED_EASY, EVAL_SEED_HARD = 900_001, 900_002  # the held-out sets; training seeds never reach them
 RECIPES = {
@@ -36,7 +37,13 @@ RECIPES = {
     "teacher": ("teacher", [(0.5, EASY), (0.5, HARD)], 2500, 2),
     "teacher_samedata": ("teacher", [(0.95, EASY), (0.05, HARD)], 1800, 3),
     "teacher_incompatible": ("teacher", [(0.5, EASY), (0.5, HARD)], 600, 4),
+    # the two-teacher lab (configs/lab_mopd.yaml): a student partly competent at both skills, and a specialist
+    # teacher for the digits skill (the sum specialist is `teacher`, which never saw a digits prompt)
+    "student_mopd": ("student", [(0.475, EASY, "sum"), (0.025, HARD, "sum"), (0.475, EASY, "digits"),
+                                 (0.025, DIGITS_HARD, "digits")], 3000, 5),
+    "teacher_digits": ("teacher", [(0.5, EASY, "digits"), (0.5, DIGITS_HARD, "digits")], 2500, 6),
 }
+TWO_SKILL_RECIPES = ("student_mopd", "teacher_digits")  # `make lab-mopd`; their cards also give digits accuracy
 # Recipes that start from another recipe's weights (built in a second phase) or use another CoT format / lr.
 VARIANTS = {
     "teacher_incompatible": {"init_from": "teacher", "cot": "reverse", "lr": 1e-3},
@@ -55,6 +62,12 @@ def post_training_prompts(name: str) -> list[str]:
 
 def eval_sets(n: int = 512):
     return sample_problems(EVAL_SEED_EASY, n, EASY), sample_problems(EVAL_SEED_HARD, n, HARD)
+
+
+def digits_eval_sets(n: int = 512):
+    """The digits skill's held-out (easy, hard) sets."""
+    return (sample_problems(EVAL_SEED_EASY + 10, n, EASY, "digits"),
+            sample_problems(EVAL_SEED_HARD + 10, n, DIGITS_HARD, "digits"))
 
 
 def train_one(name: str, out_dir: str, steps_scale: float) -> dict:
@@ -79,6 +92,10 @@ def train_one(name: str, out_dir: str, steps_scale: float) -> dict:
         "train_s": round(time.time() - t0, 1),
         "easy_acc": accuracy(model, tokenizer, easy), "hard_acc": accuracy(model, tokenizer, hard),
     }
+    if name in TWO_SKILL_RECIPES:
+        d_easy, d_hard = digits_eval_sets()
+        card |= {"digits_easy_acc": accuracy(model, tokenizer, d_easy),
+                 "digits_hard_acc": accuracy(model, tokenizer, d_hard)}
     model.save_pretrained(Path(out_dir) / name, safe_serialization=True)
     tokenizer.save_pretrained(Path(out_dir) / name)
     return card
@@ -89,11 +106,14 @@ def main() -> None:
     parser.add_argument("--out", default="opd_ray/lab/artifacts")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale SFT steps (tests use a tiny value)")
     parser.add_argument("--only", choices=sorted(RECIPES), nargs="*", default=sorted(RECIPES))
+    parser.add_argument("--skip-existing", action="store_true", help="leave models that are already built")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     build_tokenizer().save_pretrained(out / "tokenizer")
     cards = []
+    if args.skip_existing:
+        args.only = [n for n in args.only if not (out / n / "model.safetensors").is_file()]
     fine_tunes = [n for n in args.only if "init_from" in VARIANTS.get(n, {})]
     for names in ([n for n in args.only if n not in fine_tunes], fine_tunes):  # fine-tunes wait for their base
         if names:
@@ -101,7 +121,9 @@ def main() -> None:
                 cards += pool.starmap(train_one, [(name, str(out), args.steps_scale) for name in names])
     for card in cards:
         (out / card["name"] / "lab_card.json").write_text(json.dumps(card, indent=2) + "\n")
-        print(f"{card['name']}: easy {card['easy_acc']:.3f}  hard {card['hard_acc']:.3f}  ({card['train_s']} s)")
+        digits = f"  digits easy {card['digits_easy_acc']:.3f} hard {card['digits_hard_acc']:.3f}" \
+            if "digits_easy_acc" in card else ""
+        print(f"{card['name']}: easy {card['easy_acc']:.3f}  hard {card['hard_acc']:.3f}{digits}  ({card['train_s']} s)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ from tqdm import tqdm
 from opd_ray.lab.task import Problem, sample_problems, verify
 from opd_ray.models.sampling import decode_responses, sample
 
+# A mixture entry is (weight, n_terms range) for the sum skill, or (weight, n_terms range, skill) (task.SKILLS)
+SKILL_SEED_OFFSET = {"sum": 0, "digits": 500_000}
+
 
 def encode_example(tokenizer, problem: Problem, cot: str = "forward") -> tuple[list[int], int]:
     """Token ids of <bos> prompt response <eos>, and the length of the prompt part (masked from the loss)."""
@@ -60,25 +63,27 @@ def sft_batch_problems(mixture, weights: torch.Tensor, gen: torch.Generator, ste
     """The problems of SFT step `step`: the mixture component of each row drawn from `gen`, then seeded draws."""
     counts = torch.bincount(torch.multinomial(weights, batch_size, True, generator=gen), minlength=len(mixture))
     problems = []
-    for (_, n_range), count in zip(mixture, counts.tolist()):
-        problems += sample_problems(seed * 1_000_003 + step * 31 + n_range[0], count, n_range)
+    for (_, n_range, *skill), count in zip(mixture, counts.tolist()):
+        skill = skill[0] if skill else "sum"
+        offset = SKILL_SEED_OFFSET[skill]  # two skills over one n_terms range draw different terms
+        problems += sample_problems(seed * 1_000_003 + step * 31 + n_range[0] + offset, count, n_range, skill)
     return problems
 
 
-def sft_problems(mixture: list[tuple[float, tuple[int, int]]], *, steps: int, batch_size: int, seed: int
+def sft_problems(mixture: list[tuple], *, steps: int, batch_size: int, seed: int
                  ) -> list[Problem]:
     """Every problem `train_sft` trains on with these arguments, in order: a model's post-training data."""
     gen = torch.Generator().manual_seed(seed)
-    weights = torch.tensor([w for w, _ in mixture])
+    weights = torch.tensor([entry[0] for entry in mixture])
     return [p for step in range(steps) for p in sft_batch_problems(mixture, weights, gen, step, batch_size, seed)]
 
 
-def train_sft(model, tokenizer, mixture: list[tuple[float, tuple[int, int]]], *, steps: int, batch_size: int,
+def train_sft(model, tokenizer, mixture: list[tuple], *, steps: int, batch_size: int,
               lr: float, seed: int, desc: str, cot: str = "forward") -> list[float]:
-    """Train on problems drawn from `mixture` = [(weight, n_terms_range), ...] with chains of thought in the
+    """Train on problems drawn from `mixture` = [(weight, n_terms_range[, skill]), ...] with chains of thought in the
     `cot` format (task.COT_FORMATS); returns the loss curve."""
     gen = torch.Generator().manual_seed(seed)
-    weights = torch.tensor([w for w, _ in mixture])
+    weights = torch.tensor([entry[0] for entry in mixture])
     return sft_loop(model, lambda step: make_batch(
         tokenizer, sft_batch_problems(mixture, weights, gen, step, batch_size, seed), cot), steps=steps, lr=lr,
         desc=desc)

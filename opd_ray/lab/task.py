@@ -8,6 +8,12 @@ A problem is a sum of `n_terms` two-digit numbers; `n_terms` is the difficulty k
 The chain of thought adds one term per step, so harder problems need longer chains of the same skill.
 That matches the paper's setting: the teacher improved a skill the student already has (condition ii),
 in the same format (condition i).
+
+A second skill, `digits`, is the two-teacher lab's (configs/lab_mopd.yaml, docs/multi-teacher.md): the sum of the
+terms' last digits, with the terms separated by `;`, so that a prompt says which skill it asks for.
+
+    prompt:    "12;34;56:"
+    response:  "2+4=6;6+6=12;#12"
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from opd_ray.data.verifiers import extract_answer  # the lab_arith verifier owns
 
 PROMPT_END = ":"
 TERMS_RE = re.compile(r"(\d+(?:\+\d+)*):$")
+DIGITS_TERMS_RE = re.compile(r"(\d+(?:;\d+)*):$")
+SKILLS = ("sum", "digits")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,34 @@ class Problem:
 COT_FORMATS = ("forward", "reverse")
 
 
+@dataclass(frozen=True)
+class DigitsProblem:
+    """The `digits` skill: the sum of the terms' last digits, added up one term per step like `Problem`."""
+    terms: tuple[int, ...]
+
+    @property
+    def digits(self) -> tuple[int, ...]:
+        return tuple(t % 10 for t in self.terms)
+
+    @property
+    def answer(self) -> int:
+        return sum(self.digits)
+
+    @property
+    def prompt(self) -> str:
+        return ";".join(str(t) for t in self.terms) + PROMPT_END
+
+    @property
+    def solution(self) -> str:
+        steps = "".join(f"{a}+{b}={c};" for a, b, c in running_sum_steps(self.digits))
+        return steps + f"#{self.answer}"
+
+    def solution_in(self, cot: str) -> str:
+        if cot != "forward":
+            raise ValueError(f"the digits skill has only the forward chain of thought, got {cot!r}")
+        return self.solution
+
+
 def running_sum_steps(terms: tuple[int, ...]) -> list[tuple[int, int, int]]:
     """(running sum, next term, new running sum) for each addition of a left-to-right chain of thought."""
     steps, running = [], terms[0]
@@ -67,17 +103,24 @@ def sample_problem(rng: random.Random, n_terms: int) -> Problem:
     return Problem(tuple(rng.randint(10, 99) for _ in range(n_terms)))
 
 
-def sample_problems(seed: int, count: int, n_terms_range: tuple[int, int]) -> list[Problem]:
-    """`count` problems with n_terms drawn uniformly from the inclusive range."""
+def sample_problems(seed: int, count: int, n_terms_range: tuple[int, int], skill: str = "sum"
+                    ) -> list[Problem | DigitsProblem]:
+    """`count` problems of `skill` (SKILLS) with n_terms drawn uniformly from the inclusive range."""
+    if skill not in SKILLS:
+        raise ValueError(f"lab skill must be one of {SKILLS}, got {skill!r}")
     rng = random.Random(seed)
     lo, hi = n_terms_range
-    return [sample_problem(rng, rng.randint(lo, hi)) for _ in range(count)]
+    problems = [sample_problem(rng, rng.randint(lo, hi)) for _ in range(count)]
+    return problems if skill == "sum" else [DigitsProblem(p.terms) for p in problems]
 
 
-def parse_prompt(prompt: str) -> Problem:
+def parse_prompt(prompt: str) -> Problem | DigitsProblem:
     """The problem in a prompt; text before the terms (a prompt template's preamble, e.g. `#12+34:`) is ignored."""
     if not prompt.endswith(PROMPT_END):
         raise ValueError(f"lab prompt must end with {PROMPT_END!r}: {prompt!r}")
+    digits = DIGITS_TERMS_RE.search(prompt)
+    if digits is not None and ";" in digits.group(1):
+        return DigitsProblem(tuple(int(t) for t in digits.group(1).split(";")))
     match = TERMS_RE.search(prompt)
     if match is None:
         raise ValueError(f"lab prompt has no terms before {PROMPT_END!r}: {prompt!r}")

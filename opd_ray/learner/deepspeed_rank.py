@@ -22,7 +22,7 @@ from opd_ray.objective import losses as obj
 from opd_ray.runtime.faults import maybe_fault
 from opd_ray.runtime.process import interface_towards
 from opd_ray.trajectory import microbatch
-from opd_ray.trajectory.batch import TrajectoryBatch, concat
+from opd_ray.trajectory.batch import TrajectoryBatch, concat, merge_teachers
 
 
 def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
@@ -81,7 +81,7 @@ class DeepSpeedLearner:
         and divides), the shard's traj_ids, and the rollout/teacher seconds carried by the batches.
         """
         maybe_fault(self.fault, "learner_step", rank=self.rank, step=self.optimizer_steps + 1, gen=self.generation)
-        batch = concat(batches)
+        batch = concat(merge_teachers(batches))  # ensemble: one batch per trajectory set (routing: as given)
         if batch.outcome_correct_B is not None:  # the baseline is the whole step's batch, not this shard's
             batch.outcome_advantage_B = obj.outcome_advantage_B(torch.as_tensor(batch.outcome_correct_B)).numpy()
         shard = batch.rows(slice(self.rank, None, self.world_size))
@@ -222,9 +222,11 @@ class DeepSpeedLearner:
 
 
 def stage_seconds(batches: list[TrajectoryBatch]) -> dict[str, float]:
-    """The slowest engine's and server's compute time: shards run in parallel."""
+    """The slowest engine's and server's compute time (and teacher queue wait): shards run in parallel. Clock
+    stamps (`sampled_at`) are not durations."""
     out: dict[str, float] = {}
     for b in batches:
         for stage, seconds in b.stage_s.items():
-            out[stage] = max(out.get(stage, 0.0), seconds)
+            if not stage.endswith("_at"):
+                out[stage] = max(out.get(stage, 0.0), seconds)
     return out

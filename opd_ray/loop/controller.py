@@ -11,9 +11,10 @@ import numpy as np
 import ray
 from tqdm import tqdm
 
+from opd_ray.config import teachers
 from opd_ray.config.schema import OPDConfig
 from opd_ray.engines import weight_sync
-from opd_ray.loop import fleet, resume
+from opd_ray.loop import elastic, fleet, resume, teacher_accounting
 from opd_ray.loop.checkpoint import CheckpointDir
 from opd_ray.loop.prompt_stream import PromptStream
 from opd_ray.objective import diagnostics as diag
@@ -32,7 +33,8 @@ class InFlight:
 
     @property
     def items(self) -> list[tuple[TrajId, object]]:
-        return [item for shard in self.shards for item in shard.items]
+        """Each trajectory once (an ensemble sends every shard's trajectories to every teacher)."""
+        return list({traj_id: (traj_id, ex) for shard in self.shards for traj_id, ex in shard.items}.values())
 
     @property
     def scored_refs(self) -> list:
@@ -90,13 +92,33 @@ def launch_rollouts(actors, stream: PromptStream, cfg: OPDConfig, version: int,
                     stale: set[int] = frozenset()) -> InFlight:
     """Split the next prompts (`tasks.Example`s) into `rollout.shards_per_engine` shards per up-to-date engine and
     chain each shard into a teacher; nothing waits. An engine samples its shards in turn, so a teacher scores one
-    while the engine samples the next. The engines also verify each response against its example's answer."""
+    while the engine samples the next. The engines also verify each response against its example's answer.
+
+    Several teachers (opd_ray/config/teachers.py): routing splits each teacher's rows (`Example.teacher`) into
+    shards of their own, scored by that teacher's pool while the other pools score theirs; an ensemble chains
+    every shard into every teacher."""
     items = stream.next_batch(cfg.data.prompts_per_step)
     engines = [i for i in range(len(actors.rollouts)) if i not in stale]
     n = len(engines) * cfg.rollout.shards_per_engine
-    shards = [fleet.launch_shard(actors, items[k::n], engines[k % len(engines)], k % len(actors.teachers), version, cfg)
-              for k in range(n) if items[k::n]]
+    if cfg.mopd.mode == "ensemble":
+        parts = [(items[k::n], None) for k in range(n) if items[k::n]]
+    else:
+        parts = [(rows[k::n], name) for name, rows in by_teacher(items).items() for k in range(n) if rows[k::n]]
+    shards = []
+    for k, (rows, name) in enumerate(parts):
+        engine = engines[k % len(engines)]
+        traj_ref = fleet.generate(actors, rows, engine, version)
+        for role in [teachers.role(name)] if name else [teachers.role(t) for t in teachers.names(cfg)]:
+            shards.append(fleet.chain(actors, rows, engine, traj_ref, role, k % len(actors.pool(role)), cfg))
     return InFlight(shards, version)
+
+
+def by_teacher(items: list[tuple[TrajId, object]]) -> dict[str, list[tuple[TrajId, object]]]:
+    """The items grouped by the teacher their example names, in order of first appearance."""
+    groups: dict[str, list] = {}
+    for traj_id, ex in items:
+        groups.setdefault(ex.teacher, []).append((traj_id, ex))
+    return groups
 
 
 def sync_weights(actors, version: int, cfg: OPDConfig, state: LoopState | None = None) -> None:
@@ -201,10 +223,12 @@ def opd_step(state: LoopState, actors, queue: TrajectoryQueue, stream: PromptStr
             item = queue.pop_fresh(state.policy_version, on_stale=lambda it: refuse(state, stream, it))
         # a dead or hung engine/teacher is replaced and its shard re-issued under the same ids (opd_ray/loop/fleet.py)
         batches = fleet.collect(actors, item.shards, state.policy_version, state.health, state.stale_engines, cfg)
+        teacher_accounting.check_routing(item.shards, batches, cfg)  # each row scored by its own teacher
     with timer("learner"):
         results = get(actors.learners.train_step_refs(item.scored_refs), p.learner_timeout_s, "learner")
     metrics, trained_ids, stage_s = reduce_rank_results(results, state.step + 1, cfg)
     metrics.update(batch_diagnostics(batches, state.step + 1, cfg))
+    metrics.update(teacher_accounting.step_metrics(batches, state.health, cfg))
     mark_consumed(state, stream, item, trained_ids)
     state.policy_version += 1
     state.step += 1
@@ -240,7 +264,7 @@ def train(actors, stream: PromptStream, cfg: OPDConfig, sink: MetricsSink, state
     If a learner rank dies, the whole group restarts from the last checkpoint (up to learner.max_restarts).
     SIGTERM or SIGINT stops the loop after the current step with a checkpoint (`signals.Stopped`).
     """
-    queue, restarts = TrajectoryQueue(cfg), 0
+    queue, restarts, pools = TrajectoryQueue(cfg), 0, elastic.ElasticTeachers(cfg)
     with tqdm(total=cfg.run.steps, initial=state.step, desc="OPD", unit="step", dynamic_ncols=True) as bar, \
             StopOnSignal() as stop:
         while state.step < cfg.run.steps:
@@ -255,6 +279,7 @@ def train(actors, stream: PromptStream, cfg: OPDConfig, sink: MetricsSink, state
                 sink.mark_rewind(state.step, f"learner group restarted (generation {actors.learners.generation})")
                 bar.n = state.step
                 continue
+            metrics |= pools.resize(actors, [s for it in queue.items for s in it.shards], metrics)
             sink.log(state.step, metrics)
             bar.update(1)
             bar.set_postfix(kl=f"{metrics['reverse_kl']:.3f}", overlap=f"{metrics['overlap_ratio']:.3f}",

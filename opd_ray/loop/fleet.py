@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from opd_ray.config import teachers
 from opd_ray.engines import weight_sync
 from opd_ray.trajectory.batch import TrajectoryBatch, TrajId
 
@@ -36,14 +37,15 @@ class ReplacementDied(FleetError):
 
 @dataclass
 class Shard:
-    """One engine's share of a step's prompts (or a part of it), chained into one teacher server."""
+    """One engine's share of a step's prompts (or a part of it), chained into one server of one teacher."""
     items: list[tuple[TrajId, object]]  # (traj_id, tasks.Example)
     engine: int
-    teacher: int
+    teacher: int  # the server's index in its teacher's pool
     traj_ref: object
     scored_ref: object
     deadline: float  # monotonic seconds by which the scored batch must be back
     actor_ids: tuple[str, str] = ("", "")  # (engine, teacher) at launch: a failure of a since-replaced actor is old
+    teacher_role: str = teachers.TEACHER_ROLE  # the pool: teacher (one teacher) or teacher:<name>
 
 
 @dataclass
@@ -56,8 +58,9 @@ class FleetHealth:
     last_failure: dict[str, str] = field(default_factory=dict)
 
     def metrics(self) -> dict:
+        teacher_roles = {role: n for role, n in self.restarts_by_role.items() if teachers.is_teacher_role(role)}
         out = {"fleet/restarts_rollout": self.restarts_by_role["rollout"],
-               "fleet/restarts_teacher": self.restarts_by_role["teacher"],
+               "fleet/restarts_teacher": sum(teacher_roles.values()),
                "fleet/reissued_trajectories": self.reissued,
                "fleet/readmit_s_last": self.readmit_s[-1] if self.readmit_s else 0.0}
         if self.last_failure:  # text: in metrics.jsonl (TensorBoard and Ray take the numbers only)
@@ -65,18 +68,25 @@ class FleetHealth:
         return out
 
 
-def launch_shard(actors, items, engine: int, teacher: int, version: int, cfg) -> Shard:
-    p = cfg.pipeline
+def launch_shard(actors, items, engine: int, teacher: int, version: int, cfg,
+                 teacher_role: str = teachers.TEACHER_ROLE) -> Shard:
+    """Sample `items` on `engine` and chain the trajectories into server `teacher` of the pool `teacher_role`."""
+    traj_ref = generate(actors, items, engine, version)
+    return chain(actors, items, engine, traj_ref, teacher_role, teacher, cfg)
+
+
+def generate(actors, items, engine: int, version: int):
     prompt_ids = [list(ex.prompt_ids) for _, ex in items]
-    traj_ref = actors.rollouts[engine].generate.remote(prompt_ids, [t for t, _ in items], version,
-                                                       [ex.answer for _, ex in items])
-    scored_ref = actors.teachers[teacher].score.remote(traj_ref)
-    return Shard(items, engine, teacher, traj_ref, scored_ref,
-                 time.monotonic() + p.rollout_timeout_s + p.teacher_timeout_s, launch_ids(actors, engine, teacher))
+    return actors.rollouts[engine].generate.remote(prompt_ids, [t for t, _ in items], version,
+                                                   [ex.answer for _, ex in items])
 
 
-def launch_ids(actors, engine: int, teacher: int) -> tuple[str, str]:
-    return actors.rollouts[engine]._actor_id.hex(), actors.teachers[teacher]._actor_id.hex()
+def chain(actors, items, engine: int, traj_ref, teacher_role: str, teacher: int, cfg) -> Shard:
+    """A shard whose trajectories (`traj_ref`, being sampled) go to server `teacher` of pool `teacher_role`."""
+    p, server = cfg.pipeline, actors.pool(teacher_role)[teacher]
+    return Shard(items, engine, teacher, traj_ref, server.score.remote(traj_ref),
+                 time.monotonic() + p.rollout_timeout_s + p.teacher_timeout_s,
+                 (actors.rollouts[engine]._actor_id.hex(), server._actor_id.hex()), teacher_role)
 
 
 def culprit(actors, shard: Shard, err: Exception | None) -> tuple[str, int]:
@@ -86,7 +96,7 @@ def culprit(actors, shard: Shard, err: Exception | None) -> tuple[str, int]:
         if dead == shard.actor_ids[0]:
             return "rollout", shard.engine
         if dead == shard.actor_ids[1]:
-            return "teacher", shard.teacher
+            return shard.teacher_role, shard.teacher
     generated, _ = ray.wait([shard.traj_ref], timeout=0)
     if not generated:
         return "rollout", shard.engine
@@ -94,7 +104,7 @@ def culprit(actors, shard: Shard, err: Exception | None) -> tuple[str, int]:
         ray.get(shard.traj_ref)
     except ray.exceptions.RayError:
         return "rollout", shard.engine
-    return "teacher", shard.teacher
+    return shard.teacher_role, shard.teacher
 
 
 def describe(actors, role: str, index: int, err: Exception | None, cfg) -> str:
@@ -141,9 +151,9 @@ def recover(actors, shard: Shard, err: Exception | None, version: int, health: F
         print(f"[opd] a shard launched on the replaced {actors.name(role, index)} is re-issued: "
               f"{len(shard.items)} trajectories", flush=True)
         health.reissued += len(shard.items)
-        if role == "teacher":
+        if role != "rollout":
             return rescore(actors, shard, index, cfg)
-        return launch_shard(actors, shard.items, index, shard.teacher, version, cfg)
+        return launch_shard(actors, shard.items, index, shard.teacher, version, cfg, shard.teacher_role)
     record_failure(actors, role, index, describe(actors, role, index, err, cfg), health, cfg)
     print(f"[opd] {health.last_failure[actors.name(role, index)]}: replacing it; {len(shard.items)} "
           f"trajectories re-issued", flush=True)
@@ -157,10 +167,10 @@ def recover(actors, shard: Shard, err: Exception | None, version: int, health: F
     if not survivors:  # nobody can carry the shard meanwhile: wait for the replacement
         replace_culprit()
     carrier = survivors[0] if survivors else index
-    if role == "teacher":
+    if role != "rollout":  # only the scoring is redone, by the same teacher's survivor or replacement
         reissued = rescore(actors, shard, carrier, cfg)
     else:
-        reissued = launch_shard(actors, shard.items, carrier, shard.teacher, version, cfg)
+        reissued = launch_shard(actors, shard.items, carrier, shard.teacher, version, cfg, shard.teacher_role)
     if survivors:  # the survivor works while the replacement starts
         replace_culprit()
     health.reissued += len(shard.items)
@@ -169,10 +179,11 @@ def recover(actors, shard: Shard, err: Exception | None, version: int, health: F
 
 
 def rescore(actors, shard: Shard, teacher: int, cfg) -> Shard:
-    """The shard's trajectories scored again, by `teacher`."""
-    return Shard(shard.items, shard.engine, teacher, shard.traj_ref, actors.teachers[teacher].score.remote(
-        shard.traj_ref), time.monotonic() + cfg.pipeline.teacher_timeout_s, (shard.actor_ids[0],
-        actors.teachers[teacher]._actor_id.hex()))
+    """The shard's trajectories scored again, by server `teacher` of the shard's own teacher."""
+    server = actors.pool(shard.teacher_role)[teacher]
+    return Shard(shard.items, shard.engine, teacher, shard.traj_ref, server.score.remote(shard.traj_ref),
+                 time.monotonic() + cfg.pipeline.teacher_timeout_s, (shard.actor_ids[0], server._actor_id.hex()),
+                 shard.teacher_role)
 
 
 def record_failure(actors, role: str, index: int, why: str, health: FleetHealth, cfg) -> None:
@@ -217,7 +228,7 @@ def replace(actors, role: str, index: int, version: int, cfg) -> None:
         handle = actors.pool(role)[index]
         try:
             wait_started(actors.name(role, index), handle.policy_version.remote() if role == "rollout" else
-                         handle.ready.remote(), dict(getattr(cfg.placement, role).node_labels), cfg)
+                         handle.ready.remote(), dict(role_placement(cfg, role).node_labels), cfg)
             break
         except ReplacementDied as err:  # placed on a node that was dying before Ray declared it dead
             if time.monotonic() > deadline:
@@ -225,6 +236,13 @@ def replace(actors, role: str, index: int, version: int, cfg) -> None:
             print(f"[opd] {err}: starting another one", flush=True)
     if role == "rollout":
         refit(actors, index, version, cfg)
+
+
+def role_placement(cfg, role: str):
+    """placement.<role>; a named teacher's own placement when it sets one (opd_ray/config/teachers.py)."""
+    if teachers.is_teacher_role(role):
+        return teachers.view(cfg, teachers.name_of(role)).placement.teacher
+    return getattr(cfg.placement, role)
 
 
 def wait_started(name: str, ready_ref, node_labels: dict, cfg, poll_s: float = 2.0) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import ray
 
+from opd_ray.config import teachers
 from opd_ray.loop.checkpoint import (
     CheckpointDir,
     DiskFullError,
@@ -19,6 +20,7 @@ from opd_ray.loop.checkpoint import (
     read_state,
 )
 from opd_ray.loop.prompt_stream import PromptStream
+from opd_ray.models.folders import model_config, weights_sha256
 from opd_ray.runtime.faults import maybe_fault
 from opd_ray.trajectory.ledger import ConsumedLedger
 
@@ -30,7 +32,32 @@ def loop_state_dict(state, stream: PromptStream, cfg) -> dict:
         "stream": {"epoch": stream.epoch, "position": stream.position,
                    "retry": [list(t) for t in stream.retry_ids()]},
         "config": config_fingerprint(cfg),
+        "teachers": teacher_manifest(cfg),
     }
+
+
+def teacher_manifest(cfg) -> list[dict]:
+    """What scored this run's trajectories: per teacher its name, model, weights' SHA-256 and dtype. A resume with
+    another set of teachers, or with weights changed under the same path, is refused (run/preflight.py)."""
+    return [{"name": name, "model": view.model.teacher, "sha256": weights_sha256(view.model.teacher),
+             "dtype": str(checkpoint_dtype(view.model.teacher) or view.model.dtype)}
+            for name, view in teachers.views(cfg).items()]
+
+
+def checkpoint_dtype(path: str) -> str | None:
+    config = model_config(path)
+    return config.get("torch_dtype") or config.get("dtype")
+
+
+def manifest_differences(saved: list[dict], current: list[dict]) -> list[str]:
+    """One line per teacher added, removed or changed (model, weights, dtype) since the checkpoint."""
+    old, new = ({t["name"]: t for t in m} for m in (saved, current))
+    lines = [f"teacher {n}: removed (was {old[n]['model']})" for n in old if n not in new]
+    lines += [f"teacher {n}: added ({new[n]['model']})" for n in new if n not in old]
+    for n in (n for n in new if n in old):
+        lines += [f"teacher {n}: {key} {old[n][key]} -> {new[n][key]}" for key in ("model", "sha256", "dtype")
+                  if old[n][key] != new[n][key]]
+    return lines
 
 
 def save_checkpoint(actors, state, stream: PromptStream, ckpt: CheckpointDir, cfg, get) -> Path:

@@ -5,6 +5,8 @@ Nothing here loads weights: a corrupt or missing file is named in one line inste
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import re
@@ -93,11 +95,11 @@ def logit_width(path: str) -> int:
     return int(model_config(path)["vocab_size"])
 
 
-def shared_logit_width(student: str, teacher: str) -> int:
-    """Student and teacher log-softmax over the ids both embedding tables have. Widths differ in real pairs
+def shared_logit_width(student: str, *teachers: str) -> int:
+    """Student and teachers log-softmax over the ids every embedding table has. Widths differ in real pairs
     (DeepSeek-R1-Distill-Qwen-1.5B: 151,936; a 7B of the same family: 152,064) while the tokenizer (~151.7k)
     fits both; the ids above the smaller table are padding that no tokenizer emits."""
-    return min(logit_width(student), logit_width(teacher))
+    return min(logit_width(path) for path in (student, *teachers))
 
 
 def end_of_response_ids(path: str, tokenizer) -> list[int]:
@@ -112,3 +114,17 @@ def end_ids(tokenizer, configured: int | list[int] | None) -> list[int]:
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     ids.update([configured] if isinstance(configured, int) else (configured or []))
     return sorted(ids)
+
+
+@functools.lru_cache(maxsize=16)
+def weights_sha256(path: str) -> str:
+    """SHA-256 over a model folder's weight files (names and bytes, in name order): what a teacher manifest
+    records, so that a resume notices a teacher whose weights changed under the same path. Read once per process."""
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in WEIGHT_GLOBS for f in Path(path).glob(pattern)})
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()

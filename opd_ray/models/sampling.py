@@ -29,6 +29,7 @@ class SampleOutput:
     logp_BR: np.ndarray  # float32, log-prob of the sampled token under the sampling distribution
     topk_ids_BRK: np.ndarray  # int32, the sampler's top-k ids at each position
     topk_logp_BRK: np.ndarray  # float32, their log-probs (full-vocabulary normalised)
+    entropy_BR: np.ndarray | None = None  # float32, the sampling distribution's entropy (nats); 0 after the end
 
 
 def trajectory_seed(run_seed: int, traj_id: tuple[int, ...], policy_version: int) -> int:
@@ -171,6 +172,7 @@ class Responses:
         self.logp_BR = torch.zeros((batch, max_new_tokens))
         self.topk_ids_BRK = torch.arange(k, dtype=torch.int32).repeat(batch, max_new_tokens, 1)
         self.topk_logp_BRK = torch.full((batch, max_new_tokens, k), -float(np.log(vocab)))
+        self.entropy_BR = torch.zeros((batch, max_new_tokens))
         self.length = 0
 
     def record(self, rows_L: torch.Tensor, position: int, tok_L: torch.Tensor, logp_LV: torch.Tensor) -> None:
@@ -180,6 +182,7 @@ class Responses:
         self.logp_BR[rows_L, position] = logp_LV.gather(-1, tok_L[:, None])[:, 0]
         self.topk_ids_BRK[rows_L, position] = topk_ids_LK.to(torch.int32)
         self.topk_logp_BRK[rows_L, position] = topk_logp_LK
+        self.entropy_BR[rows_L, position] = -(logp_LV.exp() * logp_LV.clamp_min(-1e30)).sum(-1)  # -inf logits: 0
         self.length = position + 1
 
     def output(self) -> SampleOutput:
@@ -187,7 +190,8 @@ class Responses:
         return SampleOutput(
             response_ids_BR=self.ids_BR[:, :r].numpy(), response_mask_BR=self.mask_BR[:, :r].numpy(),
             logp_BR=self.logp_BR[:, :r].numpy().astype(np.float32),
-            topk_ids_BRK=self.topk_ids_BRK[:, :r].numpy(), topk_logp_BRK=self.topk_logp_BRK[:, :r].numpy())
+            topk_ids_BRK=self.topk_ids_BRK[:, :r].numpy(), topk_logp_BRK=self.topk_logp_BRK[:, :r].numpy(),
+            entropy_BR=self.entropy_BR[:, :r].numpy().astype(np.float32))
 
 
 def prefill(model, ids_BP, mask_BP, position_BP, budget: int | None):
@@ -237,6 +241,8 @@ def truncate_at_stops(out: SampleOutput, tokenizer, stops: list[str], pad_id: in
         out.response_mask_BR[b, lo:] = False
         out.response_ids_BR[b, lo:] = pad_id
         out.logp_BR[b, lo:] = 0.0
+        if out.entropy_BR is not None:
+            out.entropy_BR[b, lo:] = 0.0
     return out
 
 

@@ -13,12 +13,13 @@ import math
 import time
 from pathlib import Path
 
+from opd_ray.config import teachers
 from opd_ray.config.schema import OPDConfig
 from opd_ray.data import verifiers
 from opd_ray.data.prompt_selection import EntropyCollapseWatch
 from opd_ray.data.task import Task
 from opd_ray.data.verifiers import get_verifier
-from opd_ray.loop import controller, fleet, resume
+from opd_ray.loop import controller, fleet, resume, teacher_accounting
 from opd_ray.loop.checkpoint import CheckpointDir
 from opd_ray.loop.evaluation import evaluate, gap_recoveries, greedy_texts, teacher_continuation_advantage
 from opd_ray.loop.prompt_stream import PromptStream
@@ -42,7 +43,8 @@ def continuation_eval(actors, prepared: Prepared, state: controller.LoopState, c
 
     def greedy(role: str):
         return lambda ids: greedy_texts(guarded(actors, role, state, cfg), ids, timeout)
-    return teacher_continuation_advantage(greedy("rollout"), greedy("teacher"), task.eval_sets[task.primary],
+    teacher = teachers.role(task.teacher_of_set(task.primary, teachers.default_teacher(cfg)))
+    return teacher_continuation_advantage(greedy("rollout"), greedy(teacher), task.eval_sets[task.primary],
                                           prepared.tokenizer, get_verifier(task.verifier), cfg.data.continuation_depths)
 
 
@@ -56,12 +58,23 @@ def evaluate_before(actors, prepared: Prepared, state: controller.LoopState, cfg
     cache = run_dir / "eval_before.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    teacher = evaluate(guarded(actors, "teacher", state, cfg), prepared.task.eval_sets,
-                       get_verifier(prepared.task.verifier), cfg, desc="eval teacher")
-    result = {"teacher": teacher, "student": evaluate_student(actors, prepared, state, cfg, "eval student"),
+    result = {"teacher": evaluate_teachers(actors, prepared, state, cfg), "student": evaluate_student(actors, prepared, state, cfg, "eval student"),
               "continuation": continuation_eval(actors, prepared, state, cfg)}
     cache.write_text(json.dumps(result) + "\n")
     return result
+
+
+def evaluate_teachers(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig) -> dict:
+    """Each evaluation set answered by its own teacher (`data.eval_files.<set>.teacher`, else the default one):
+    gap recovery on a domain is measured against that domain's teacher."""
+    task, default, results = prepared.task, teachers.default_teacher(cfg), {}
+    for name in teachers.names(cfg):
+        sets = {s: ex for s, ex in task.eval_sets.items() if task.teacher_of_set(s, default) == name}
+        if sets:
+            label = "eval teacher" + (f" {name}" if teachers.is_multi(cfg) else "")
+            results |= evaluate(guarded(actors, teachers.role(name), state, cfg), sets,
+                                get_verifier(task.verifier), cfg, desc=label)
+    return {s: results[s] for s in task.eval_sets}
 
 
 def eval_metrics(results: dict[str, dict[str, float]], prefix: str = "eval") -> dict[str, float]:
@@ -113,9 +126,10 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         sink.log(0, eval_metrics(ev["student"]) | eval_metrics(ev["teacher"], "eval_teacher")
                  | {"verifier/errors": verifiers.error_count()})
     watch, evals = EntropyCollapseWatch(cfg.data.entropy_collapse_ratio), periodic_eval(actors, prepared, cfg, sink)
+    starved = teacher_accounting.StarvedTeacherWatch(cfg)
     t_train = time.time()
     state = controller.train(actors, stream, cfg, sink, state, ckpt,
-                             on_step=lambda s, m: (watch(s, m), evals(s, m)))
+                             on_step=lambda s, m: (watch(s, m), starved(s, m), evals(s, m)))
     train_s = time.time() - t_train
     ranks_agree = learner_ranks_agree(actors, cfg)
     after = evaluate_student(actors, prepared, state, cfg, "eval student")

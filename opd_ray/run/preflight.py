@@ -18,11 +18,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from opd_ray.config.errors import ConfigError
-from opd_ray.config.load import as_list, eval_source, local_or_given, read_config, resolve_path
+from opd_ray.config import teachers
+from opd_ray.config.load import as_list, eval_source, read_config, resolve_path, train_source
 from opd_ray.config.schema import (
     BACKENDS,
     DTYPES,
     LAB_PROMPTS,
+    MOPD_MODES,
     PLACEMENT_STRATEGIES,
     PROMPT_FILE_SUFFIXES,
     QUERY_FIELD,
@@ -38,6 +40,8 @@ from opd_ray.engines.weight_sync import problems as weight_sync_problems
 from opd_ray.lab import arith_task
 from opd_ray.lab.build import RECIPES
 from opd_ray.loop.checkpoint import ResumeError, config_differences, config_fingerprint, read_state, verify_files
+from opd_ray.loop.elastic import bounds
+from opd_ray.loop.resume import manifest_differences, teacher_manifest
 from opd_ray.models.contract import ContractError, failed_summary, pair_checks
 from opd_ray.models.folders import (
     check_model_folder,
@@ -73,23 +77,51 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
     checked (how the tests load the cluster recipes, whose models are not on this machine).
     """
     cfg = read_config(path, overrides)
+    _check(bool(cfg.model.teacher) != bool(cfg.teachers), "model.teacher",
+           "give model.teacher (one teacher) or teachers: (several, by name), not both" if cfg.teachers else
+           "missing: give model.teacher (one teacher) or teachers: (several, by name)")
     cfg.model.student = resolve_path(cfg.model.student)
-    cfg.model.teacher = resolve_path(cfg.model.teacher)
+    cfg.model.teacher = resolve_path(cfg.model.teacher) if cfg.model.teacher else ""
+    for spec in cfg.teachers.values():
+        spec.model = resolve_path(spec.model)
     if cfg.data.teacher_prompts and not cfg.data.teacher_prompts.startswith(LAB_PROMPTS):
         cfg.data.teacher_prompts = resolve_path(cfg.data.teacher_prompts)
     normalise_data_files(cfg.data)
     if resolve_models:
-        for role in ("student", "teacher"):
-            setattr(cfg.model, role, resolve_model(getattr(cfg.model, role), f"model.{role}"))
+        cfg.model.student = resolve_model(cfg.model.student, "model.student")
+        if cfg.model.teacher:
+            cfg.model.teacher = resolve_model(cfg.model.teacher, "model.teacher")
+        for name, spec in cfg.teachers.items():
+            spec.model = resolve_model(spec.model, f"teachers.{name}.model")
     validate(cfg, check_models=resolve_models)
     return cfg
+
+
+def per_teacher(cfg: OPDConfig, check) -> None:
+    """`check(view)` for every teacher's view of the config (opd_ray/config/teachers.py); in a run of named
+    teachers an error names the teacher (`teacher.num_servers` -> `teachers.<name>.num_servers`)."""
+    for name, view in teachers.views(cfg).items():
+        try:
+            check(view)
+        except (ConfigError, ContractError) as err:
+            if not cfg.teachers:
+                raise
+            raise type(err)(teacher_field(str(err), name)) from None
+
+
+def teacher_field(message: str, name: str) -> str:
+    for prefix, named in (("model.teacher", f"teachers.{name}.model"), ("teacher.", f"teachers.{name}."),
+                          ("placement.teacher.", f"teachers.{name}.placement.")):
+        if message.startswith(prefix):
+            return named + message[len(prefix):]
+    return f"teachers.{name}: {message}"
 
 
 def normalise_data_files(data: DataConfig) -> None:
     """`data.train_files` and each `data.eval_files` entry become lists; the task's default verifier is filled
     in (the resolved config.yaml shows what ran). Local paths become absolute (the working directory first,
     then the repository), so actors and `ray job submit` read the same files."""
-    data.train_files = [local_or_given(f) for f in as_list(data.train_files)]
+    data.train_files = [train_source(f) for f in as_list(data.train_files)]
     data.eval_files = {name: eval_source(spec) for name, spec in data.eval_files.items()}
     if not data.verifier and data.task in DEFAULT_VERIFIER:
         data.verifier = DEFAULT_VERIFIER[data.task]
@@ -104,12 +136,14 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
     """Range and cross-field checks; with `check_models`, reads the models' config.json (no weights) for the
     length budget and the vocabulary size."""
     for name in ("run.steps", "data.prompts_per_step", "data.samples_per_prompt", "data.eval_size",
-                 "data.train_prompts", "rollout.num_engines", "rollout.max_new_tokens", "teacher.num_servers",
+                 "data.train_prompts", "rollout.num_engines", "rollout.max_new_tokens",
                  "objective.k", "learner.num_ranks", "pipeline.queue_size", "data.max_prompt_tokens",
-                 "learner.micro_batch_tokens", "teacher.micro_batch_tokens"):
+                 "learner.micro_batch_tokens"):
         value = OmegaConf.select(OmegaConf.structured(cfg), name)
         _check(value >= 1, name, f"must be >= 1, got {value}")
-    validate_objective(cfg, check_models)
+    per_teacher(cfg, lambda view: validate_teacher(view, check_models))
+    validate_mopd(cfg)
+    validate_objective(cfg)
     validate_task(cfg)
     _check(cfg.model.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {cfg.model.dtype!r}")
     _check(cfg.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", f"must be 0-3, got {cfg.learner.zero_stage}")
@@ -124,13 +158,8 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
     _check(cfg.pipeline.threads in THREAD_POLICIES, "pipeline.threads",
            f"must be one of {THREAD_POLICIES}, got {cfg.pipeline.threads!r}")
     _check(cfg.rollout.temperature > 0, "rollout.temperature", "must be > 0")
-    _check(cfg.teacher.temperature > 0, "teacher.temperature", "must be > 0")
     _check(0.0 <= cfg.data.easy_mix < 1.0, "data.easy_mix", f"must be in [0, 1), got {cfg.data.easy_mix}")
-    for role in ("rollout", "teacher"):
-        backend = getattr(cfg, role).backend
-        _check(backend in BACKENDS, f"{role}.backend", f"must be one of {BACKENDS}, got {backend!r}")
-        _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
-               "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
+    check_backend(cfg, "rollout")
     out_dir = Path(cfg.run.out_dir)
     _check(out_dir.is_dir() or not out_dir.exists(), "run.out_dir", f"{out_dir} exists and is not a folder")
     validate_placement(cfg.placement)
@@ -145,12 +174,71 @@ def validate(cfg: OPDConfig, check_models: bool = True) -> None:
            f"{cfg.learner.num_ranks} ranks need at least that many sequences per step, got {rows}")
     for lo_hi, name in ((cfg.data.train_n_terms, "data.train_n_terms"), (cfg.data.easy_n_terms, "data.easy_n_terms")):
         _check(len(lo_hi) == 2 and 2 <= lo_hi[0] <= lo_hi[1], name, f"must be [lo, hi] with 2 <= lo <= hi, got {lo_hi}")
-    budget = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
-    for role in ("student", "teacher") if check_models else ():
-        context = int(model_json(getattr(cfg.model, role), f"model.{role}").get("max_position_embeddings", 1 << 30))
-        _check(budget <= context, "rollout.max_new_tokens",
-               f"data.max_prompt_tokens + rollout.max_new_tokens = {budget} exceeds the {role}'s context of {context}")
+    if check_models:
+        check_context(cfg, "student")
 
+
+def check_backend(cfg: OPDConfig, role: str) -> None:
+    backend = getattr(cfg, role).backend
+    _check(backend in BACKENDS, f"{role}.backend", f"must be one of {BACKENDS}, got {backend!r}")
+    _check(backend != "vllm" or importlib.util.find_spec("vllm") is not None, f"{role}.backend",
+           "'vllm' needs the vllm package (GPU: pip install '.[gpu]'; CPU: make test-vllm builds .venv-vllm)")
+
+
+def check_context(cfg: OPDConfig, role: str) -> None:
+    budget = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
+    context = int(model_json(getattr(cfg.model, role), f"model.{role}").get("max_position_embeddings", 1 << 30))
+    _check(budget <= context, "rollout.max_new_tokens",
+           f"data.max_prompt_tokens + rollout.max_new_tokens = {budget} exceeds the {role}'s context of {context}")
+
+
+def validate_teacher(view: OPDConfig, check_models: bool) -> None:
+    """One teacher's settings (a view: opd_ray/config/teachers.py), and with `check_models` its model's size."""
+    t = view.teacher
+    for name in ("num_servers", "micro_batch_tokens"):
+        _check(getattr(t, name) >= 1, f"teacher.{name}", f"must be >= 1, got {getattr(t, name)}")
+    _check(t.temperature > 0, "teacher.temperature", "must be > 0")
+    _check(t.cpus_per_server > 0 or view.placement.teacher.num_gpus > 0, "teacher.cpus_per_server", "must be > 0")
+    _check(t.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
+           f"must be 'float16' or 'float32', got {t.logprob_dtype!r}")
+    check_backend(view, "teacher")
+    if check_models:
+        check_context(view, "teacher")
+        validate_teacher_objective(view)
+
+
+def validate_mopd(cfg: OPDConfig) -> None:
+    """mopd.* and the teacher names data.* refers to."""
+    m, known = cfg.mopd, teachers.names(cfg)
+    _check(m.mode in MOPD_MODES, "mopd.mode", f"must be one of {MOPD_MODES}, got {m.mode!r}")
+    _check(not m.default_teacher or m.default_teacher in known, "mopd.default_teacher",
+           f"{m.default_teacher!r} is not one of the teachers {known}")
+    _check(0.0 <= m.min_token_share < 1.0, "mopd.min_token_share", f"must be in [0, 1), got {m.min_token_share}")
+    for name, source in cfg.data.eval_files.items():
+        _check(not source["teacher"] or source["teacher"] in known, f"data.eval_files.{name}.teacher",
+               f"{source['teacher']!r} is not one of the teachers {known}")
+        _check(bool(source["teacher"] or teachers.default_teacher(cfg)), f"data.eval_files.{name}.teacher",
+               f"with several teachers each evaluation set names its domain's teacher (one of {known}), or set "
+               "mopd.default_teacher")
+    for source in cfg.data.train_files:
+        if isinstance(source, dict):
+            _check(source["teacher"] in known, "data.train_files",
+                   f"{source['files']}: teacher {source['teacher']!r} is not one of the teachers {known}")
+    _check(cfg.data.task == "dataset" or bool(teachers.default_teacher(cfg)), "mopd.default_teacher",
+           f"task {cfg.data.task!r} names no teacher per prompt: set the teacher of its prompts (one of {known})")
+    _check(not cfg.data.teacher_key or cfg.data.task == "dataset", "data.teacher_key",
+           "names a field of your rows: task 'dataset' only")
+    for name, spec in cfg.teachers.items():
+        servers = teachers.view(cfg, name).teacher.num_servers
+        lo, hi = bounds(spec, servers)
+        _check(1 <= lo <= servers <= hi, f"teachers.{name}.min_servers",
+               f"need 1 <= min_servers <= num_servers <= max_servers, got {lo}, {servers}, {hi}")
+    _check(m.scale_patience >= 1, "mopd.scale_patience", f"must be >= 1, got {m.scale_patience}")
+    if m.mode == "ensemble":
+        o = cfg.objective
+        _check(o.kind == "sampled_token" or (o.kind == "topk" and o.support == "student"), "mopd.mode",
+               "ensemble averages the teachers' log-probs at the sampled token and the student's top-k: it needs "
+               f"objective.kind sampled_token, or topk with support student (got {o.kind}, support {o.support})")
 
 def validate_prompt_selection(data: DataConfig) -> None:
     _check(0.0 <= data.other_share <= 1.0, "data.other_share", f"must be in [0, 1], got {data.other_share}")
@@ -231,7 +319,7 @@ def validate_task(cfg: OPDConfig) -> None:
            "teacher's post-training prompts in data.train_files")
 
 
-def validate_objective(cfg: OPDConfig, check_models: bool = True) -> None:
+def validate_objective(cfg: OPDConfig) -> None:
     o = cfg.objective
     _check(o.kind in OBJECTIVES, "objective.kind", f"must be one of {OBJECTIVES}, got {o.kind!r}")
     _check(o.support in SUPPORTS, "objective.support", f"must be one of {SUPPORTS}, got {o.support!r}")
@@ -240,10 +328,12 @@ def validate_objective(cfg: OPDConfig, check_models: bool = True) -> None:
     for name in ("outcome_weight", "is_cap", "loss_clamp"):
         _check(getattr(o, name) >= 0, f"objective.{name}", f"must be >= 0, got {getattr(o, name)}")
     _check(o.diagnostics_every >= 1, "objective.diagnostics_every", f"must be >= 1, got {o.diagnostics_every}")
-    _check(cfg.teacher.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
-           f"must be 'float16' or 'float32', got {cfg.teacher.logprob_dtype!r}")
-    if not check_models:
-        return
+
+
+def validate_teacher_objective(cfg: OPDConfig) -> None:
+    """The objective against one teacher's model (a view): k within the shared ids, full-vocabulary objectives
+    only at small vocabularies, and what a vLLM teacher can ship."""
+    o = cfg.objective
     vocab = int(model_json(cfg.model.teacher, "model.teacher").get("vocab_size", 0))
     shared = min(vocab, int(model_json(cfg.model.student, "model.student").get("vocab_size", 0)))
     _check(o.k <= shared, "objective.k", f"must be <= the {shared} ids student and teacher share "
@@ -269,6 +359,12 @@ def model_json(path: str, field_name: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------- models, task, resume
+
+
+def check_pairs(cfg: OPDConfig) -> None:
+    """Every teacher fits the student (`check_pair`); the error names the teacher."""
+    check_model_folder(cfg.model.student, "model.student")
+    per_teacher(cfg, check_pair)
 
 
 def check_pair(cfg: OPDConfig) -> None:
@@ -300,7 +396,7 @@ class Prepared:
 def prepare(cfg: OPDConfig) -> Prepared:
     """Model folders and the student/teacher contract, then the task (rows read, rendered, filtered).
     Raises ConfigError / DataError with one line naming the field, file or row."""
-    check_pair(cfg)
+    check_pairs(cfg)
     tokenizer = load_tokenizer(cfg.model.student, cfg.model.trust_remote_code)
     task = build_task(cfg, tokenizer)
     sizes = ", ".join(f"{name} {len(examples)}" for name, examples in task.eval_sets.items())
@@ -315,7 +411,10 @@ def check_resume_config(checkpoint: Path, cfg: OPDConfig, allow_change: bool) ->
     """Refuse a checkpoint whose files differ from what its state.json lists, and a resume under a different
     config unless allowed (either way, print what differs)."""
     verify_files(checkpoint)
-    diffs = config_differences(read_state(checkpoint)["config"], config_fingerprint(cfg))
+    state = read_state(checkpoint)
+    diffs = config_differences(state["config"], config_fingerprint(cfg))
+    if "teachers" in state:  # checkpoints from before the manifest have none
+        diffs += manifest_differences(state["teachers"], teacher_manifest(cfg))
     if not diffs:
         return
     listing = "\n  ".join(diffs)

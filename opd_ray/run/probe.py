@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from opd_ray.config import teachers
 from opd_ray.config.errors import ConfigError
 from opd_ray.config.load import REPO_ROOT
 from opd_ray.config.schema import OPDConfig
@@ -234,23 +235,32 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
     return "ok", conditions
 
 
-def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts: list[Example] | None = None
-              ) -> ProbeReport:
+def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts: list[Example] | None = None,
+              teacher: str = teachers.DEFAULT) -> ProbeReport:
     """The Python API: probe cfg.model.teacher against cfg.model.student on `prompts` (default: the first
-    `settings.n_prompts` of the run's OPD prompt set)."""
+    `settings.n_prompts` of the run's OPD prompts routed to `teacher`). `cfg` is that teacher's view
+    (opd_ray/config/teachers.py): a one-teacher config is its own."""
     t0, threads = time.time(), torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        return _run_probe(cfg, settings, prompts, t0)
+        return _run_probe(cfg, settings, prompts, t0, teacher)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[Example] | None, t0: float) -> ProbeReport:
+def probe_teachers(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts: list[Example] | None = None
+                   ) -> dict[str, ProbeReport]:
+    """Every teacher of the run against the student, each on its own rows: a verdict per teacher."""
+    return {name: run_probe(view, settings, prompts, name) for name, view in teachers.views(cfg).items()}
+
+
+def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[Example] | None, t0: float,
+               teacher: str) -> ProbeReport:
     torch.manual_seed(cfg.run.seed)
     s_tok, t_tok = (load_tokenizer(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
     task = build_task(cfg, s_tok)
-    prompts = prompts if prompts is not None else task.train[: settings.n_prompts]
+    own = [ex for ex in task.train if ex.teacher == teacher]  # the rows OPD would send to this teacher
+    prompts = prompts if prompts is not None else own[: settings.n_prompts]
     if not prompts:
         raise ValueError("prompts: the probe needs at least one prompt")
     verify = get_verifier(task.verifier)
@@ -344,6 +354,13 @@ def main(args: argparse.Namespace) -> int:
     settings = ProbeSettings(n_prompts=args.n_prompts, min_overlap_mass=args.min_overlap_mass,
                              min_advantage=args.min_advantage, min_local_advantage=args.min_local_advantage,
                              depths=list(args.depths), threads=args.threads)
-    report = run_probe(cfg, settings, prompts)
-    print(report.to_json() if args.json else render(report))
-    return EXIT_STATUS[report.verdict]
+    reports = probe_teachers(cfg, settings, prompts)
+    if not teachers.is_multi(cfg):
+        report = reports[teachers.DEFAULT]
+        print(report.to_json() if args.json else render(report))
+        return EXIT_STATUS[report.verdict]
+    if args.json:
+        print(json.dumps({name: json.loads(r.to_json()) for name, r in reports.items()}))
+    else:
+        print("\n\n".join(f"teacher {name}:\n{render(r)}" for name, r in reports.items()))
+    return max(EXIT_STATUS[r.verdict] for r in reports.values())  # the worst teacher's verdict

@@ -7,9 +7,11 @@
     rollout_sync:engine=0,version=3,gen=0,action=exit   engine 0 exits while it loads weights v3 (gen: its
                                                      replacement count, so that a replacement does not fail too)
     teacher_score:server=0,gen=0,call=3,action=sleep,seconds=60   teacher 0 hangs on its 3rd scoring call
+    teacher_score:teacher=digits,version=0-5,action=sleep,seconds=2   teacher digits is slow while v0-v5 are scored
     rollout_generate:engine=0,gen=0,call=3,action=sleep,seconds=60   engine 0 hangs on its 3rd generate call
     rollout_eval:engine=0,gen=0,version=2,action=exit   engine 0 exits in an evaluation call while it serves v2
-Every key but `action` and `seconds` must match the call site's context for the fault to fire.
+Every key but `action` and `seconds` must match the call site's context for the fault to fire; a value `lo-hi`
+matches the integers in that range.
 """
 from __future__ import annotations
 
@@ -22,13 +24,21 @@ def parse(spec: str) -> tuple[str, dict[str, str]]:
     return point, dict(kv.split("=", 1) for kv in rest.split(",") if kv)
 
 
+def matches(value, wanted: str) -> bool:
+    """`wanted` is a value, or an inclusive integer range `lo-hi` (e.g. version=0-5)."""
+    lo, dash, hi = wanted.partition("-")
+    if dash and lo.isdigit() and hi.isdigit():
+        return str(value).isdigit() and int(lo) <= int(value) <= int(hi)
+    return str(value) == wanted
+
+
 def maybe_fault(spec: str, point: str, **context) -> None:
     if not spec:
         return
     where, args = parse(spec)
     if where != point:
         return
-    if any(str(context.get(k)) != v for k, v in args.items() if k not in ("action", "seconds")):
+    if not all(matches(context.get(k), v) for k, v in args.items() if k not in ("action", "seconds")):
         return
     action = args.get("action", "raise")
     if action == "exit":

@@ -116,15 +116,20 @@ def end_ids(tokenizer, configured: int | list[int] | None) -> list[int]:
     return sorted(ids)
 
 
-@functools.lru_cache(maxsize=16)
 def weights_sha256(path: str) -> str:
     """SHA-256 over a model folder's weight files (names and bytes, in name order): what a teacher manifest
-    records, so that a resume notices a teacher whose weights changed under the same path. Read once per process."""
-    digest = hashlib.sha256()
+    records, so that a resume notices a teacher whose weights changed under the same path. Hashed once per
+    process for files of the same size and modification time."""
     files = sorted({f for pattern in WEIGHT_GLOBS for f in Path(path).glob(pattern)})
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as f:
+    return _sha256_of_files(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of_files(files: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode())
+        with open(name, "rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()

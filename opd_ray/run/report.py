@@ -39,6 +39,10 @@ FIGURES = {  # file stem -> (title, what a reader should look for)
                  "Held-out accuracy before and after OPD against the teacher; gap recovery = (after - before) / "
                  "(teacher - before). Right: the teacher-continuation advantage (§6.1) - teacher accuracy when it "
                  "continues the student's response after a fraction d of it, minus the student's own accuracy."),
+    "teachers": ("Per teacher (several teachers)",
+                 "Each teacher's share of the step's tokens, its reverse KL and top-k overlap with the student at the "
+                 "states it scored, and how long its shards waited for a free server: a teacher starved of rows, or "
+                 "one whose signal does not fall, is hidden in the aggregate curves (docs/multi-teacher.md)."),
     "compare": ("Runs side by side", "Overlap ratio (at each run's own k), top-1 agreement and student overlap "
                 "mass of each run, and its gap recovery."),
 }
@@ -129,6 +133,22 @@ def figure_entropy(plt, run: RunData, window: int):
     fig, ax = plt.subplots(figsize=(7, 4))
     plot_lines(ax, run, {"entropy_student": "student H(p)", "entropy_teacher": "teacher H(q)",
                          "entropy_gap": "gap |H(q) - H(p)|"}, window, "nats / token")
+    return fig
+
+
+def teacher_names(run: RunData) -> list[str]:
+    """The teachers of a run of several (teacher/<name>/* metrics), in order of appearance."""
+    names = [k.split("/")[1] for r in run.steps[:1] for k in r if k.startswith("teacher/") and k.count("/") == 2]
+    return list(dict.fromkeys(names))
+
+
+def figure_teachers(plt, run: RunData, window: int):
+    names = teacher_names(run)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = (("token_share", "token share"), ("reverse_kl", "reverse KL (nats/token)"),
+              ("overlap_ratio", "overlap ratio"), ("queue_wait_s", "queue wait (s)"))
+    for ax, (measure, label) in zip(axes, panels):
+        plot_lines(ax, run, {f"teacher/{n}/{measure}": n for n in names}, window, label)
     return fig
 
 
@@ -233,6 +253,8 @@ def write_report(run_dir: Path, compare: list[Path] = (), window: int = 9) -> Pa
     makers = {"overlap": figure_overlap, "entropy": figure_entropy, "entropy_heatmap": figure_entropy_heatmap,
               "optimisation": figure_optimisation, "reward_auroc": figure_reward_auroc, "accuracy": figure_accuracy}
     pngs = {}
+    if teacher_names(run):
+        makers["teachers"] = figure_teachers
     for stem, make in makers.items():
         fig = make(plt, run, window)
         pngs[stem] = save(fig, plt, out / f"{stem}.png", FIGURES[stem][0])

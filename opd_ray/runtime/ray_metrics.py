@@ -32,6 +32,21 @@ HISTOGRAMS = {
     "opd_teacher_latency_s": ("Slowest teacher server's scoring time per step", "time/teacher_s"),
     "opd_weight_sync_s": ("Weight sync time (learner -> every rollout engine) per step", "time/sync_s"),
 }
+# runs of several teachers: measure of teacher/<name>/<measure> -> description; exported as opd_teacher_<measure>
+# with a `teacher` tag (opd_ray/loop/teacher_accounting.py, opd_ray/loop/elastic.py)
+TEACHER_GAUGES = {
+    "token_share": "Share of the step's response tokens this teacher scored",
+    "trajectories": "Trajectories this teacher scored in the step",
+    "reverse_kl": "Mean per-token reverse KL(student || this teacher) at the sampled token",
+    "overlap_ratio": "Mean share of the student top-k also in this teacher's top-k",
+    "overlap_mass_teacher": "This teacher's probability mass on the ids shared with the student's top-k",
+    "entropy_gap": "Mean |H(teacher) - H(student)| per token",
+    "latency_s": "This teacher's slowest scoring call in the step",
+    "queue_wait_s": "Longest a sampled shard waited for a free server of this teacher",
+    "payload_bytes_per_token": "Bytes this teacher shipped per response token",
+    "restarts": "This teacher's servers replaced so far (died or hung)",
+    "servers": "Servers in this teacher's pool (elastic pools)",
+}
 # role tag of opd_tokens_per_s -> the seconds key its rate divides by (tokens: trained response tokens)
 ROLE_SECONDS = {"rollout": "time/rollout_s", "teacher": "time/teacher_s", "learner": "time/learner_s",
                 "pipeline": "time/step_s"}
@@ -50,9 +65,12 @@ class RayMetrics:
         self.tokens_per_s = Gauge("opd_tokens_per_s", tag_keys=("run", "role"),
                                   description="Trained response tokens per second of each role's compute "
                                               "(pipeline: per wall-clock second of the whole step)")
+        self.teacher_gauges = {measure: Gauge(f"opd_teacher_{measure}", description=desc, tag_keys=("run", "teacher"))
+                               for measure, desc in TEACHER_GAUGES.items()}
         self.steps = Counter("opd_steps_total", description="OPD steps completed", tag_keys=tags)
         self.tokens = Counter("opd_tokens_total", description="Response tokens trained on", tag_keys=tags)
-        for metric in [*self.gauges.values(), *self.histograms.values(), self.tokens_per_s, self.steps, self.tokens]:
+        for metric in [*self.gauges.values(), *self.histograms.values(), *self.teacher_gauges.values(),
+                       self.tokens_per_s, self.steps, self.tokens]:
             metric.set_default_tags({"run": run})
 
     def record(self, metrics: dict[str, float]) -> None:
@@ -65,6 +83,10 @@ class RayMetrics:
         for name, (_, key) in HISTOGRAMS.items():
             if key in metrics:
                 self.histograms[name].observe(float(metrics[key]))
+        for key, value in metrics.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "teacher" and parts[2] in self.teacher_gauges:
+                self.teacher_gauges[parts[2]].set(float(value), tags={"teacher": parts[1]})
         tokens = float(metrics.get("tokens", 0.0))
         for role, key in ROLE_SECONDS.items():
             if metrics.get(key, 0.0) > 0:

@@ -57,10 +57,11 @@ bench: setup-vllm  ## HF vs vLLM rollout throughput -> bench/results/rollout_thr
 test-slow: setup
 	$(ENV) $(PY) -m pytest -m slow
 
-lab: setup  ## rebuild the lab tokenizer, student and three teachers (deterministic; ~25 min + ~20 min on 2 cores)
+lab: setup  ## rebuild the lab tokenizer and its six models (deterministic; ~25 min + ~20 min + ~20 min on 2 cores)
 	$(ENV) $(PY) -m opd_ray.lab.build --out opd_ray/lab/artifacts
+	$(ENV) $(PY) -m opd_ray.lab.two_skill_data --out opd_ray/lab/artifacts/two_skill
 
-lab-mopd: setup  ## the two-teacher lab: its student, the digits teacher (skips what exists; ~17 min on 2 cores) and data
+lab-mopd: setup  ## the two-teacher lab: its student, the digits teacher (skips what exists; ~20 min on 2 cores) and data
 	$(ENV) $(PY) -m opd_ray.lab.build --out opd_ray/lab/artifacts --only student_mopd teacher_digits --skip-existing
 	$(ENV) $(PY) -m opd_ray.lab.two_skill_data --out opd_ray/lab/artifacts/two_skill
 

@@ -44,6 +44,7 @@ from opd_ray.config import teachers
 from opd_ray.config.errors import ConfigError
 from opd_ray.config.load import REPO_ROOT
 from opd_ray.config.schema import OPDConfig
+from opd_ray.data.rows import DataError
 from opd_ray.data.task import Example, Verifier, accuracy
 from opd_ray.data.verifiers import get_verifier
 from opd_ray.loop.evaluation import teacher_continuation_advantage
@@ -354,7 +355,11 @@ def main(args: argparse.Namespace) -> int:
     settings = ProbeSettings(n_prompts=args.n_prompts, min_overlap_mass=args.min_overlap_mass,
                              min_advantage=args.min_advantage, min_local_advantage=args.min_local_advantage,
                              depths=list(args.depths), threads=args.threads)
-    reports = probe_teachers(cfg, settings, prompts)
+    try:
+        reports = probe_teachers(cfg, settings, prompts)
+    except DataError as err:  # a bad row of the config's data: one line, as the job says it
+        print(f"error: {err}")
+        return 2
     if not teachers.is_multi(cfg):
         report = reports[teachers.DEFAULT]
         print(report.to_json() if args.json else render(report))

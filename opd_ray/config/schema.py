@@ -182,6 +182,9 @@ class EvalConfig:
     temperature: float = 0.7
     top_p: float = 0.95
     every: int = 0  # steps between evaluations during training; 0: before and after only
+    # the teachers' and the starting student's evaluations are stored in <run.out_dir>/.frozen_evals, keyed by the
+    # weights, the sets and the decoding, and reused by later runs (opd_ray/loop/frozen_evals.py); false: measure
+    reuse_frozen: bool = True
 
 
 @dataclass

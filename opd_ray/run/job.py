@@ -19,9 +19,10 @@ from opd_ray.data import verifiers
 from opd_ray.data.prompt_selection import EntropyCollapseWatch
 from opd_ray.data.task import Task
 from opd_ray.data.verifiers import get_verifier
-from opd_ray.loop import controller, fleet, resume, teacher_accounting
+from opd_ray.loop import controller, fleet, frozen_evals, resume, teacher_accounting
 from opd_ray.loop.checkpoint import CheckpointDir
 from opd_ray.loop.evaluation import evaluate, gap_recoveries, greedy_texts, teacher_continuation_advantage
+from opd_ray.loop.frozen_evals import FrozenEvals
 from opd_ray.loop.prompt_stream import PromptStream
 from opd_ray.run import cold_start
 from opd_ray.run.preflight import Prepared
@@ -54,26 +55,43 @@ def evaluate_student(actors, prepared: Prepared, state: controller.LoopState, cf
 
 
 def evaluate_before(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig, run_dir: Path) -> dict:
-    """Teacher and initial-student accuracy, measured once per run directory (a resume reuses them)."""
+    """Teacher and initial-student accuracy, measured once per run directory (a resume reuses them), and stored for
+    other runs of the same frozen models, sets and decoding (`loop/frozen_evals.py`; eval.reuse_frozen)."""
     cache = run_dir / "eval_before.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    result = {"teacher": evaluate_teachers(actors, prepared, state, cfg), "student": evaluate_student(actors, prepared, state, cfg, "eval student"),
-              "continuation": continuation_eval(actors, prepared, state, cfg)}
+    task, frozen = prepared.task, FrozenEvals(Path(cfg.run.out_dir) / ".frozen_evals", cfg.eval.reuse_frozen)
+    common = frozen_evals.decoding(cfg, task)
+    student = {"role": "student", **frozen_evals.model_parts(cfg, "student"), **common}
+    primary_teacher = teachers.view(cfg, task.teacher_of_set(task.primary, teachers.default_teacher(cfg)))
+    continuation = {"role": "continuation", "student": student, "depths": list(cfg.data.continuation_depths),
+                    "teacher": frozen_evals.model_parts(primary_teacher, "teacher"),
+                    "set": frozen_evals.sets_parts({task.primary: task.eval_sets[task.primary]})}
+    result = {"teacher": evaluate_teachers(actors, prepared, state, cfg, frozen),
+              "student": frozen.measure(frozen.key(**student, sets=frozen_evals.sets_parts(task.eval_sets)),
+                                        lambda: evaluate_student(actors, prepared, state, cfg, "eval student")),
+              "continuation": frozen.measure(frozen.key(**continuation),
+                                             lambda: continuation_eval(actors, prepared, state, cfg))}
+    if frozen.saved_s:
+        print(f"[opd] reused stored evaluations of the frozen models: {frozen.saved_s:.1f} s of decoding saved "
+              f"(eval.reuse_frozen=false measures again)", flush=True)
     cache.write_text(json.dumps(result) + "\n")
     return result
 
 
-def evaluate_teachers(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig) -> dict:
+def evaluate_teachers(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig,
+                      frozen: FrozenEvals) -> dict:
     """Each evaluation set answered by its own teacher (`data.eval_files.<set>.teacher`, else the default one):
     gap recovery on a domain is measured against that domain's teacher."""
     task, default, results = prepared.task, teachers.default_teacher(cfg), {}
-    for name in teachers.names(cfg):
+    for name, view in teachers.views(cfg).items():
         sets = {s: ex for s, ex in task.eval_sets.items() if task.teacher_of_set(s, default) == name}
         if sets:
             label = "eval teacher" + (f" {name}" if teachers.is_multi(cfg) else "")
-            results |= evaluate(guarded(actors, teachers.role(name), state, cfg), sets,
-                                get_verifier(task.verifier), cfg, desc=label)
+            key = frozen.key(role="teacher", **frozen_evals.model_parts(view, "teacher"),
+                             **frozen_evals.decoding(cfg, task), sets=frozen_evals.sets_parts(sets))
+            results |= frozen.measure(key, lambda: evaluate(guarded(actors, teachers.role(name), state, cfg), sets,
+                                                            get_verifier(task.verifier), cfg, desc=label))
     return {s: results[s] for s in task.eval_sets}
 
 

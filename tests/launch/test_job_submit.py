@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import ROOT
 from tests.launch.ray_head import RAY, opd_job_args, ray_head
 
 # Prometheus series -> a check of its value (max_staleness=1: one batch sampled ahead, at most 1 version old)
@@ -96,3 +97,35 @@ def test_dashboard_and_job_server_listen_on_loopback_only(head):
     assert node_ip != "127.0.0.1"
     with pytest.raises(OSError):
         socket.create_connection((node_ip, port), timeout=5).close()
+
+
+TEACHER_GAUGES = ("token_share", "reverse_kl", "overlap_ratio", "latency_s", "queue_wait_s")
+
+
+def scrape_teachers(port: int) -> dict[str, float]:
+    """{series[teacher]: value} of the per-teacher gauges, e.g. ray_opd_teacher_token_share[digits]."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    except OSError:
+        return {}
+    return {f"{s.name}[{s.labels['teacher']}]": s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name.startswith("ray_opd_teacher_") and "teacher" in s.labels}
+
+
+@pytest.mark.slow
+def test_a_job_of_two_teachers_shows_each_teachers_gauges_on_the_dashboard(head, tmp_path):
+    """configs/lab_mopd.yaml submitted to the head: ray_opd_teacher_<measure>{teacher=...} for both teachers."""
+    cmd = [RAY, "job", "submit", "--address", head.address, "--", *opd_job_args(
+        "run.steps=6", "data.prompts_per_step=16", f"run.out_dir={tmp_path / 'runs'}")]
+    cmd[cmd.index(str(ROOT / "configs" / "lab_cpu.yaml"))] = str(ROOT / "configs" / "lab_mopd.yaml")
+    job = subprocess.Popen(cmd, env=head.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wanted = {f"ray_opd_teacher_{m}[{t}]" for m in TEACHER_GAUGES for t in ("sum", "digits")}
+    seen: dict[str, float] = {}
+    deadline = time.time() + 900
+    while job.poll() is None and time.time() < deadline and not wanted <= set(seen):
+        seen.update({k: v for k, v in scrape_teachers(head.metrics_port).items() if k in wanted})
+        time.sleep(1)
+    log = job.communicate(timeout=900)[0]
+    assert job.returncode == 0, log[-3000:]
+    assert wanted <= set(seen), f"missing {sorted(wanted - set(seen))}"
+    assert 0 < seen["ray_opd_teacher_token_share[sum]"] < 1 and 0 < seen["ray_opd_teacher_token_share[digits]"] < 1

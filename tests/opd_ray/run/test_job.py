@@ -53,3 +53,17 @@ def test_an_engine_killed_during_an_evaluation_is_replaced_and_the_numbers_are_t
         assert json.dumps(summary[key]) == json.dumps(clean_summary[key]), key  # NaN == NaN (no gap to close)
     restarts = [r["fleet/restarts_rollout"] for r in rows if "fleet/restarts_rollout" in r]
     assert restarts[-1] == 1  # counted like a failure in a training step (pipeline.max_actor_restarts)
+
+
+def test_a_second_run_reuses_the_frozen_models_evaluations(fault_free, tmp_path, capsys):
+    """Same out_dir, same models, sets and decoding: the teacher's and the starting student's evaluations are read
+    back, not decoded again. Proof: the engine raises if asked to evaluate at version 0 (before training), and the
+    run still finishes, with the first run's numbers."""
+    first, _ = run_job(tmp_path, "reuse1-")
+    assert "reused stored evaluations" not in capsys.readouterr().out
+    second, _ = run_job(tmp_path, "reuse2-", "run.fault=rollout_eval:engine=0,version=0,action=raise")
+    assert "[opd] reused stored evaluations of the frozen models:" in capsys.readouterr().out
+    for key in ("student_before", "teacher", "continuation_before", "student_after", "gap_recovery"):
+        assert json.dumps(second[key]) == json.dumps(first[key]) == json.dumps(fault_free[0][key]), key
+    with pytest.raises(Exception, match="injected fault at rollout_eval"):  # and without reuse it would have run
+        run_job(tmp_path, "reuse3-", "run.fault=rollout_eval:engine=0,version=0,action=raise", "eval.reuse_frozen=false")

@@ -84,3 +84,19 @@ def test_probe_verdicts_on_the_lab_pairs_match_their_opd_outcomes():
     assert "locally only" in render(same) and "locally only" not in render(good)
     assert reports["reverse"].continuation["depth_0"] < 0 and reports["reverse"].metrics[
         "first_disagreement_advantage"] < settings.min_local_advantage
+
+
+def test_the_probe_gives_a_verdict_per_teacher_on_that_teachers_own_rows(capsys):
+    """configs/lab_mopd.yaml: each specialist probed against the two-skill student on the rows routed to it passes;
+    the sum teacher put in the digits teacher's place (it never saw a digits prompt) does not, and the exit status
+    is the worst teacher's."""
+    base = ["probe", "--config", str(ROOT / "configs" / "lab_mopd.yaml"), "--n-prompts", "32", "--depths", "0",
+            "--json"]
+    code = cli_main(base)
+    reports = json.loads(capsys.readouterr().out)
+    assert {name: r["verdict"] for name, r in reports.items()} == {"sum": "ok", "digits": "ok"} and code == 0
+    assert reports["sum"]["n_prompts"] == reports["digits"]["n_prompts"] == 32
+    code = cli_main(base + [f"teachers.digits.model={LAB / 'teacher'}"])
+    reports = json.loads(capsys.readouterr().out)
+    assert reports["sum"]["verdict"] == "ok" and reports["digits"]["verdict"] != "ok"
+    assert code == max(EXIT_STATUS[r["verdict"]] for r in reports.values()) > 0

@@ -79,27 +79,28 @@ def sft_problems(mixture: list[tuple], *, steps: int, batch_size: int, seed: int
 
 
 def train_sft(model, tokenizer, mixture: list[tuple], *, steps: int, batch_size: int,
-              lr: float, seed: int, desc: str, cot: str = "forward") -> list[float]:
+              lr: float, seed: int, desc: str, cot: str = "forward", stop_at: int | None = None) -> list[float]:
     """Train on problems drawn from `mixture` = [(weight, n_terms_range[, skill]), ...] with chains of thought in the
     `cot` format (task.COT_FORMATS); returns the loss curve."""
     gen = torch.Generator().manual_seed(seed)
     weights = torch.tensor([entry[0] for entry in mixture])
     return sft_loop(model, lambda step: make_batch(
         tokenizer, sft_batch_problems(mixture, weights, gen, step, batch_size, seed), cot), steps=steps, lr=lr,
-        desc=desc)
+        desc=desc, stop_at=stop_at)
 
 
 def sft_loop(model, batch_at, *, steps: int, lr: float, desc: str, log_every: int = 100,
-             weight_decay: float = 0.01) -> list[float]:
+             weight_decay: float = 0.01, stop_at: int | None = None) -> list[float]:
     """AdamW with a 5% linear warm-up and a cosine decay over `steps` batches `batch_at(step)` = (ids, mask,
-    labels); gradients clipped at 1. Returns the loss curve."""
+    labels); gradients clipped at 1. `stop_at`: stop after that many steps of the same schedule (an under-trained
+    model). Returns the loss curve."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     losses, t0 = [], time.time()
-    for step in (bar := tqdm(range(steps), desc=desc, mininterval=5)):
+    for step in (bar := tqdm(range(stop_at or steps), desc=desc, mininterval=5)):
         ids, mask, labels = batch_at(step)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)

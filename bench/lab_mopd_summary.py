@@ -21,7 +21,7 @@ from opd_ray.run.report import RunData, teacher_names  # noqa: E402
 
 
 def set_sizes(run: RunData) -> dict[str, int]:
-    files = yaml.safe_load((run.dir / "config.yaml").read_text())["data"]["eval_files"]
+    files = run.config["data"]["eval_files"]
     return {name: sum(1 for f in spec["files"] for _ in open(f)) for name, spec in files.items()}
 
 
@@ -29,8 +29,15 @@ def standard_error(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n)
 
 
+def mean_of(rows: list[dict], key: str) -> float | None:
+    """The mean of `key` over the rows that have it (None: a teacher that scored nothing in those steps)."""
+    values = [r[key] for r in rows if key in r]
+    return round(sum(values) / len(values), 4) if values else None
+
+
 def summarize(run_dir: Path) -> dict:
     run = RunData(run_dir)
+    run.config = yaml.safe_load((run.dir / "config.yaml").read_text())
     sizes, sets = set_sizes(run), {}
     for name, e in run.summary["eval"].items():
         before, after, teacher = (e[k]["greedy"] for k in ("student_before", "student_after", "teacher"))
@@ -42,12 +49,11 @@ def summarize(run_dir: Path) -> dict:
     last = run.steps[-max(1, len(run.steps) // 10):]
     per_teacher = {}
     for name in teacher_names(run):
-        mean = lambda key: round(sum(r[key] for r in last if key in r) / max(1, sum(key in r for r in last)), 4)  # noqa: E731
-        per_teacher[name] = {m: mean(f"teacher/{name}/{m}") for m in
+        per_teacher[name] = {m: mean_of(last, f"teacher/{name}/{m}") for m in
                              ("token_share", "reverse_kl", "overlap_ratio", "overlap_mass_teacher", "queue_wait_s")}
         per_teacher[name]["token_share_all_steps"] = round(
             sum(r.get(f"teacher/{name}/token_share", 0.0) for r in run.steps) / len(run.steps), 4)
-    return {"run": run.name, "steps": run.summary["steps"], "train_s": run.summary["train_s"],
+    return {"run": run.name, "seed": run.config["run"]["seed"], "steps": run.summary["steps"], "train_s": run.summary["train_s"],
             "wall_s": run.summary["wall_s"], "sets": sets, "teachers": per_teacher}
 
 

@@ -52,10 +52,15 @@ class FrozenEvals:
             return stored["result"]
         t0 = time.perf_counter()
         result = compute()
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"result": result, "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
-        tmp.replace(path)  # atomic: two runs storing the same key at once both leave a whole file
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"result": result, "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
+            tmp.replace(path)  # atomic: two runs storing the same key at once both leave a whole file
+        except OSError as err:  # a store is an optimisation: a full or read-only disk must not stop the run
+            tmp.unlink(missing_ok=True)
+            print(f"[opd] could not store an evaluation in {self.root} ({err.strerror}); it is measured again next "
+                  f"time", flush=True)
         return result
 
 

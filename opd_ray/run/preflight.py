@@ -201,10 +201,10 @@ def validate_teacher(view: OPDConfig, check_models: bool) -> None:
     _check(t.cpus_per_server > 0 or view.placement.teacher.num_gpus > 0, "teacher.cpus_per_server", "must be > 0")
     _check(t.logprob_dtype in ("float16", "float32"), "teacher.logprob_dtype",
            f"must be 'float16' or 'float32', got {t.logprob_dtype!r}")
-    check_backend(view, "teacher")
-    if check_models:
-        check_context(view, "teacher")
+    if check_models:  # what the backend cannot ship at this vocabulary first: it names the setting to change
         validate_teacher_objective(view)
+        check_context(view, "teacher")
+    check_backend(view, "teacher")
 
 
 def validate_mopd(cfg: OPDConfig) -> None:

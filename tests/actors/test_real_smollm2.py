@@ -18,7 +18,7 @@ def test_two_opd_steps_with_the_real_smollm2(ray_cluster, smollm2, tmp_path):
         "data.max_prompt_tokens=96", "rollout.max_new_tokens=40", "run.steps=2", "data.prompts_per_step=4",
         "objective.k=16", "eval.avg_k=0", "data.continuation_depths=[]", "learner.lr=1e-5",
         "learner.cpus_per_rank=0.5", "ckpt.export_hf=false", f"run.out_dir={out}"]) == 0
-    (run_dir,) = out.iterdir()
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith('.')]  # the run, not .frozen_evals
     steps = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "reverse_kl" in r]
     assert [r["step"] for r in steps] == [1, 2]
     first = steps[0]

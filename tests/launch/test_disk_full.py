@@ -41,7 +41,7 @@ def test_a_full_disk_is_one_line_and_resume_auto_continues(tiny_lab, small_disk,
     assert len(errors) == 1, first.stderr[-3000:]
     error = errors[0]
     assert error.startswith(f"error: ckpt: the disk of {mount / 'runs'}") and " is full (" in error, error
-    (run_dir,) = (mount / "runs").iterdir()
+    (run_dir,) = [p for p in (mount / "runs").iterdir() if not p.name.startswith('.')]  # the run, not .frozen_evals
     assert not list(run_dir.glob("checkpoints/tmp_step_*"))  # no partial checkpoint left behind
     if kept:
         assert f"the last complete checkpoint {run_dir / 'checkpoints' / kept} is kept" in error

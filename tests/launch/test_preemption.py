@@ -34,7 +34,7 @@ def test_sigterm_checkpoints_and_resume_auto_finishes_the_same_run(tiny_lab, tmp
     assert first.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-2000:]
     assert "[opd] SIGTERM: stopping after this step" in stdout
     assert "Resume with: python launch/opd_job.py --config" in stderr and "--resume auto" in stderr
-    (run_dir,) = out.iterdir()
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith('.')]  # the run, not .frozen_evals
     stopped_at = int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
     assert 3 <= stopped_at < STEPS, stopped_at
 

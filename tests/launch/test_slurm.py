@@ -89,7 +89,7 @@ def test_sigterm_to_the_batch_shell_leaves_a_resumable_checkpoint(slurm_conf, ti
     assert sbatch.wait(timeout=600) != 0
     log = next(tmp_path.glob("slurm-*.out")).read_text()
     assert "SIGTERM: asking job opd-slurm-" in log and ": stopped" in log and "--resume auto" in log, log[-4000:]
-    (run_dir,) = out_dir.iterdir()
+    (run_dir,) = [p for p in out_dir.iterdir() if not p.name.startswith('.')]  # the run, not .frozen_evals
     stopped_at = int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
     assert 3 <= stopped_at < steps, log[-3000:]
     resumed = subprocess.run([sys.executable, str(ROOT / "launch" / "opd_job.py"), *job_args, "--resume", "auto"],

@@ -121,7 +121,7 @@ def test_losing_node_two_ends_the_run_with_its_checkpoint_in_bounded_time(two_no
     assert ": failed" in log, log[-3000:]
     # defined and bounded: well within the timeouts the run was given (a startup wait, plus the job's teardown)
     assert elapsed < startup_timeout_s + 90, log[-3000:]
-    (run_dir,) = out_dir.iterdir()
+    (run_dir,) = [p for p in out_dir.iterdir() if not p.name.startswith('.')]  # the run, not .frozen_evals
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert int(latest.removeprefix("step_")) >= 4 and (run_dir / "checkpoints" / latest).is_dir(), latest
 
@@ -192,7 +192,7 @@ def test_losing_node_two_replaces_its_engine_and_teacher_on_node_one_and_goes_on
     assert returncode == 0, log[-4000:]
     assert f"rollout-0 {NODES['opd-n2']}, teacher-0 {NODES['opd-n2']}" in log, log[-3000:]  # where they started
     assert "replacing it" in log, log[-4000:]
-    (run_dir,) = out_dir.iterdir()
+    (run_dir,) = [p for p in out_dir.iterdir() if not p.name.startswith('.')]  # the run, not .frozen_evals
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == steps and set(summary["actor_nodes"].values()) == {NODES["opd-n1"]}, summary
     assert summary["actor_nodes_at_start"]["rollout-0"] == NODES["opd-n2"]

@@ -25,7 +25,7 @@ def dataset_args(models, out, *extra) -> list[str]:
 
 
 def run_dir_of(out) -> "Path":  # noqa: F821
-    (run_dir,) = out.iterdir()
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith('.')]  # the run, not .frozen_evals
     return run_dir
 
 

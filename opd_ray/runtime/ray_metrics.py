@@ -32,8 +32,8 @@ HISTOGRAMS = {
     "opd_teacher_latency_s": ("Slowest teacher server's scoring time per step", "time/teacher_s"),
     "opd_weight_sync_s": ("Weight sync time (learner -> every rollout engine) per step", "time/sync_s"),
 }
-# runs of several teachers: measure of teacher/<name>/<measure> -> description; exported as opd_teacher_<measure>
-# with a `teacher` tag (opd_ray/loop/teacher_accounting.py, opd_ray/loop/elastic.py)
+# runs of several teachers: measure of teacher/<name>/<measure> -> description; exported as
+# opd_per_teacher_<measure> with a `teacher` tag (not opd_teacher_*: opd_teacher_latency_s is the histogram above) (opd_ray/loop/teacher_accounting.py, opd_ray/loop/elastic.py)
 TEACHER_GAUGES = {
     "token_share": "Share of the step's response tokens this teacher scored",
     "trajectories": "Trajectories this teacher scored in the step",
@@ -65,7 +65,7 @@ class RayMetrics:
         self.tokens_per_s = Gauge("opd_tokens_per_s", tag_keys=("run", "role"),
                                   description="Trained response tokens per second of each role's compute "
                                               "(pipeline: per wall-clock second of the whole step)")
-        self.teacher_gauges = {measure: Gauge(f"opd_teacher_{measure}", description=desc, tag_keys=("run", "teacher"))
+        self.teacher_gauges = {measure: Gauge(f"opd_per_teacher_{measure}", description=desc, tag_keys=("run", "teacher"))
                                for measure, desc in TEACHER_GAUGES.items()}
         self.steps = Counter("opd_steps_total", description="OPD steps completed", tag_keys=tags)
         self.tokens = Counter("opd_tokens_total", description="Response tokens trained on", tag_keys=tags)

@@ -103,23 +103,23 @@ TEACHER_GAUGES = ("token_share", "reverse_kl", "overlap_ratio", "latency_s", "qu
 
 
 def scrape_teachers(port: int) -> dict[str, float]:
-    """{series[teacher]: value} of the per-teacher gauges, e.g. ray_opd_teacher_token_share[digits]."""
+    """{series[teacher]: value} of the per-teacher gauges, e.g. ray_opd_per_teacher_token_share[digits]."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     except OSError:
         return {}
     return {f"{s.name}[{s.labels['teacher']}]": s.value for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name.startswith("ray_opd_teacher_") and "teacher" in s.labels}
+            for s in family.samples if s.name.startswith("ray_opd_per_teacher_") and "teacher" in s.labels}
 
 
 @pytest.mark.slow
 def test_a_job_of_two_teachers_shows_each_teachers_gauges_on_the_dashboard(head, tmp_path):
-    """configs/lab_mopd.yaml submitted to the head: ray_opd_teacher_<measure>{teacher=...} for both teachers."""
+    """configs/lab_mopd.yaml submitted to the head: ray_opd_per_teacher_<measure>{teacher=...} for both teachers."""
     cmd = [RAY, "job", "submit", "--address", head.address, "--", *opd_job_args(
         "run.steps=6", "data.prompts_per_step=16", f"run.out_dir={tmp_path / 'runs'}")]
     cmd[cmd.index(str(ROOT / "configs" / "lab_cpu.yaml"))] = str(ROOT / "configs" / "lab_mopd.yaml")
     job = subprocess.Popen(cmd, env=head.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wanted = {f"ray_opd_teacher_{m}[{t}]" for m in TEACHER_GAUGES for t in ("sum", "digits")}
+    wanted = {f"ray_opd_per_teacher_{m}[{t}]" for m in TEACHER_GAUGES for t in ("sum", "digits")}
     seen: dict[str, float] = {}
     deadline = time.time() + 900
     while job.poll() is None and time.time() < deadline and not wanted <= set(seen):
@@ -128,4 +128,4 @@ def test_a_job_of_two_teachers_shows_each_teachers_gauges_on_the_dashboard(head,
     log = job.communicate(timeout=900)[0]
     assert job.returncode == 0, log[-3000:]
     assert wanted <= set(seen), f"missing {sorted(wanted - set(seen))}"
-    assert 0 < seen["ray_opd_teacher_token_share[sum]"] < 1 and 0 < seen["ray_opd_teacher_token_share[digits]"] < 1
+    assert all(0 < seen[f"ray_opd_per_teacher_token_share[{t}]"] < 1 for t in ("sum", "digits"))

@@ -81,8 +81,8 @@ class DigitsProblem:
 
     @property
     def solution(self) -> str:
-        steps = "".join(f"{a}+{b}={c};" for a, b, c in running_sum_steps(self.digits))
-        return steps + f"#{self.answer}"
+        """The sum skill's chain of thought over the last digits: `12;34;56:` -> `2+4=6;6+6=12;#12`."""
+        return Problem(self.digits).solution
 
     def solution_in(self, cot: str) -> str:
         if cot != "forward":

@@ -5,6 +5,10 @@ gradients across ranks (gloo on CPU, NCCL on GPU). The token-mean is global: eac
 loss by the token count of the whole batch and multiplies by the world size, undoing DeepSpeed's average.
 A shard larger than `learner.micro_batch_tokens` is split into micro-batches whose gradients accumulate
 (opd_ray/trajectory/microbatch.py): still one optimizer step per OPD step, the same loss and the same metrics.
+
+`model.dtype: bfloat16` trains in mixed precision: the parameters stay float32 (the master weights that the
+optimizer, checkpoints and weight sync see) and the forward pass runs under bfloat16 autocast; log-softmax, the
+objective and the diagnostics are float32 (docs/speed.md, "bfloat16").
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import torch
 
 from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
 from opd_ray.learner.opd_loss import ShardTensors, diagnostic_sums, token_losses
-from opd_ray.models.loading import load_model, state_dict_numpy
+from opd_ray.models.loading import autocast, load_model, state_dict_numpy, torch_dtype
 from opd_ray.models.scoring import gather_BR, response_logp
 from opd_ray.objective import losses as obj
 from opd_ray.runtime.faults import maybe_fault
@@ -49,7 +53,9 @@ class DeepSpeedLearner:
         torch.manual_seed(seed)
         init_distributed(rank, world_size, master_addr, master_port)
         self.rank, self.world_size, self.objective, self.temperature = rank, world_size, objective, temperature
-        model = load_model(model_path, **(model_options or {}))
+        options = dict(model_options or {})
+        self.compute_dtype = torch_dtype(options.pop("dtype", "float32"))
+        model = load_model(model_path, **options, dtype="float32")  # float32 master weights, whatever computes
         self.trust_remote_code = (model_options or {}).get("trust_remote_code", False)
         self.vocab_limit = vocab_limit  # the ids student and teacher share (opd_ray/models/folders.py)
         if learner.gradient_checkpointing:
@@ -100,7 +106,8 @@ class DeepSpeedLearner:
         mask_BR = tensors.mask_BR.float()
         # through the engine, not its module: DeepSpeed's forward counts micro-steps (ZeRO-3 otherwise overwrites
         # the gradient partitions of earlier micro-batches instead of adding to them)
-        logp_BRV = response_logp(self.engine, micro, self.temperature, self.vocab_limit)
+        with autocast(self.compute_dtype, self.engine.device):
+            logp_BRV = response_logp(self.engine, micro, self.temperature, self.vocab_limit)  # float32
         loss_BR = token_losses(logp_BRV, tensors, self.objective)
         loss = obj.token_mean(loss_BR, mask_BR, n_tokens_global) * self.world_size
         if not torch.isfinite(loss):  # docs/design.md invariant 7: report, never let DeepSpeed skip the step silently
@@ -120,7 +127,8 @@ class DeepSpeedLearner:
         return {"nll_sum": sum(p["nll_sum"] for p in parts), "tokens": sum(p["tokens"] for p in parts)}
 
     def sft_loss(self, micro: TrajectoryBatch, n_tokens_global: float) -> tuple[torch.Tensor, dict]:
-        logp_BRV = response_logp(self.engine, micro, 1.0, self.vocab_limit)  # the engine's forward: see opd_loss
+        with autocast(self.compute_dtype, self.engine.device):  # the engine's forward: see opd_loss
+            logp_BRV = response_logp(self.engine, micro, 1.0, self.vocab_limit)
         mask_BR = torch.as_tensor(micro.response_mask_BR, device=logp_BRV.device).float()
         nll_BR = -gather_BR(logp_BRV, micro.response_ids_BR)
         loss = obj.token_mean(nll_BR, mask_BR, n_tokens_global) * self.world_size

@@ -9,10 +9,26 @@ from opd_ray.models.folders import end_ids
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    """`model.dtype`: auto is float32 on CPU (bfloat16 matmuls are slow there) and bfloat16 on a GPU."""
+    """`model.dtype`: the dtype models compute in. auto is bfloat16 on a GPU and float32 on a CPU.
+
+    On a CPU bfloat16 pays only where its matmuls are native (`native_cpu_bf16`), and even there it changes the
+    numbers a run gives, so it is asked for, not picked: on an AVX2 CPU, where torch emulates it, a bfloat16 linear
+    layer ran 7x slower than float32 and a plain matmul 100x (bench/results/matmul_rates.json, docs/speed.md).
+    """
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bfloat16 matmul instructions (AVX-512 BF16 or AMX) that oneDNN uses."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def autocast(dtype: torch.dtype, device: torch.device):
+    """The learner's mixed precision: matmuls in `dtype` (bfloat16) while the parameters, their gradients and the
+    optimizer state stay float32 (the master weights). A no-op context for float32."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32", attn_implementation: str = ""):

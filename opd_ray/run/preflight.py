@@ -15,6 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from opd_ray.config.errors import ConfigError
@@ -50,7 +51,7 @@ from opd_ray.models.folders import (
     model_config,
     resolve_model,
 )
-from opd_ray.models.loading import load_tokenizer
+from opd_ray.models.loading import load_tokenizer, native_cpu_bf16
 from opd_ray.objective.losses import (
     FULL_VOCAB_KINDS,
     FULL_VOCAB_LIMIT,
@@ -404,6 +405,9 @@ def prepare(cfg: OPDConfig) -> Prepared:
           f"verifier {task.verifier}", flush=True)
     for note in task.notes:
         print(f"[opd] {note}", flush=True)
+    if cfg.model.dtype == "bfloat16" and not torch.cuda.is_available() and not native_cpu_bf16():
+        print("[opd] model.dtype bfloat16: this node's CPU has no bfloat16 matmul instructions (AVX-512 BF16, AMX), "
+              "so torch emulates them, several times slower than float32 (docs/speed.md)", flush=True)
     return Prepared(task, tokenizer)
 
 

@@ -78,14 +78,14 @@ class TeacherPayload:
         return {name: value[0, 0] for name, value in fields.items()}
 
     def fields_of(self, logp_BRV: torch.Tensor, mask_BR, response_ids_BR, student_topk_ids_BRK) -> dict[str, np.ndarray]:
-        valid_BR = torch.as_tensor(np.asarray(mask_BR, dtype=bool))
+        valid_BR = torch.as_tensor(np.asarray(mask_BR, dtype=bool), device=logp_BRV.device)
         logp_BRV = logp_BRV.masked_fill_(~valid_BR[..., None], 0.0)  # padding: no -inf/NaN
         top_logp, top_ids = logp_BRV.topk(min(self.top_k, logp_BRV.shape[-1]), dim=-1)
         pack = lambda t: t.detach().float().cpu().numpy().astype(self.dtype)  # noqa: E731
         out = {
             "teacher_logp_BR": pack(gather_BR(logp_BRV, response_ids_BR)),
             "teacher_logp_at_student_topk_BRK": pack(gather_BRK(logp_BRV, student_topk_ids_BRK)),
-            "teacher_topk_ids_BRK": top_ids.to(torch.int32).numpy(),
+            "teacher_topk_ids_BRK": top_ids.to(torch.int32).cpu().numpy(),
             "teacher_topk_logp_BRK": pack(top_logp),
             "teacher_entropy_BR": pack(entropy_BR(logp_BRV, torch.float64)),
         }
@@ -110,6 +110,7 @@ def check_finite_fields(fields: dict, mask_BR: np.ndarray) -> None:
 def check_finite(logp_BRV: torch.Tensor, mask_BR: np.ndarray) -> None:
     """NaN (or +inf) at a valid position is a numerics bug: report it, never mask it (docs/design.md invariant 7)."""
     bad = torch.isnan(logp_BRV).any(-1) | torch.isposinf(logp_BRV).any(-1)
-    bad &= torch.from_numpy(np.array(mask_BR, dtype=bool))  # a copy: batches from the object store are read-only
+    # a copy: batches from the object store are read-only
+    bad &= torch.from_numpy(np.array(mask_BR, dtype=bool)).to(bad.device)
     if bool(bad.any()):
         raise FloatingPointError(f"teacher log-probs are NaN/inf at {int(bad.sum())} valid positions")

@@ -36,7 +36,13 @@ def load_model(path: str, trust_remote_code: bool = False, dtype: str = "float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
                                                  **extra)
     model.eval()
-    return model
+    return model.to(inference_device())
+
+
+def inference_device() -> torch.device:
+    """Where a rollout engine or teacher computes: the actor's GPU when Ray gave it one (CUDA_VISIBLE_DEVICES names
+    it as device 0), else the CPU. The learner's module is placed by DeepSpeed."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def model_options(cfg) -> dict:

@@ -100,20 +100,22 @@ def sample(
     bounds the prompt pass (see `prefill`). Rows that ended leave the batch (`ActiveRows`), so the decode passes
     cost what the live rows need; after its end a row holds pad ids, log-prob 0 and a placeholder top-k.
     """
-    ids_BP, mask_BP = left_pad(prompts, pad_id)
-    eos_E = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(set(eos_id)), dtype=torch.long)
+    device = next(model.parameters()).device  # the whole loop runs where the model is; arrays come back at the end
+    ids_BP, mask_BP = (t.to(device) for t in left_pad(prompts, pad_id))
+    eos_E = torch.tensor([eos_id] if isinstance(eos_id, int) else sorted(set(eos_id)), dtype=torch.long, device=device)
     position_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
     cache, logits_AV = prefill(model, ids_BP, mask_BP, position_BP, prefill_tokens)
     logits_AV = logits_AV[:, :vocab_limit].float()
     rows = ActiveRows(cache, mask_BP, position_BP[:, -1:] + 1, seeds, pad_id)
-    out = Responses(len(prompts), max_new_tokens, min(top_k, logits_AV.shape[-1]), logits_AV.shape[-1], pad_id)
+    out = Responses(len(prompts), max_new_tokens, min(top_k, logits_AV.shape[-1]), logits_AV.shape[-1], pad_id,
+                    device)
     for position in range(max_new_tokens):
         logp_AV = torch.log_softmax(logits_AV / temperature, dim=-1)
         if rows.seeds_A is None:
             tok_A = logp_AV.argmax(-1)
         else:
             probs_AV = (logp_AV if top_p >= 1.0 else nucleus_logp(logp_AV, top_p)).exp()
-            tok_A = inverse_cdf_sample(probs_AV, position_uniforms(rows.seeds_A, position))
+            tok_A = inverse_cdf_sample(probs_AV, position_uniforms(rows.seeds_A, position).to(device))
         live_A = ~rows.ended_A
         out.record(rows.index_A[live_A], position, tok_A[live_A], logp_AV[live_A])
         rows.ended_A |= torch.isin(tok_A, eos_E)
@@ -137,8 +139,8 @@ class ActiveRows:
 
         self.cache, self.mask_AT, self.next_pos_A1, self.pad_id = cache, mask_AT, next_pos_A1, pad_id
         self.seeds_A = None if seeds is None else np.array(seeds, dtype=np.uint64)
-        self.index_A = torch.arange(len(mask_AT))
-        self.ended_A = torch.zeros(len(mask_AT), dtype=torch.bool)
+        self.index_A = torch.arange(len(mask_AT), device=mask_AT.device)
+        self.ended_A = torch.zeros(len(mask_AT), dtype=torch.bool, device=mask_AT.device)
         self.can_drop = all(type(layer) is DynamicLayer for layer in cache.layers)
 
     def next_input(self, tok_A: torch.Tensor) -> torch.Tensor:
@@ -150,12 +152,12 @@ class ActiveRows:
             self.mask_AT, self.next_pos_A1 = self.mask_AT[keep_A], self.next_pos_A1[keep_A]
             self.index_A, self.ended_A, tok_A = self.index_A[keep_A], self.ended_A[keep_A], tok_A[keep_A]
             if self.seeds_A is not None:
-                self.seeds_A = self.seeds_A[keep_A.numpy()]
+                self.seeds_A = self.seeds_A[keep_A.cpu().numpy()]
         return torch.where(self.ended_A, torch.full_like(tok_A, self.pad_id), tok_A)
 
     def step(self, model, tok_A: torch.Tensor) -> torch.Tensor:
         """One decode pass of the kept rows; their logits (A×1×V)."""
-        self.mask_AT = torch.cat([self.mask_AT, torch.ones((len(self.mask_AT), 1), dtype=self.mask_AT.dtype)], dim=1)
+        self.mask_AT = torch.cat([self.mask_AT, self.mask_AT.new_ones((len(self.mask_AT), 1))], dim=1)
         out = model(input_ids=tok_A[:, None], attention_mask=self.mask_AT, position_ids=self.next_pos_A1,
                     past_key_values=self.cache, use_cache=True)
         self.cache, self.next_pos_A1 = out.past_key_values, self.next_pos_A1 + 1
@@ -166,13 +168,13 @@ class Responses:
     """A whole batch's output arrays, filled one position at a time at the rows still decoding. After a row's end
     it holds pad ids, log-prob 0 and distinct top-k ids at a uniform log-prob (masked arithmetic stays finite)."""
 
-    def __init__(self, batch: int, max_new_tokens: int, k: int, vocab: int, pad_id: int):
-        self.ids_BR = torch.full((batch, max_new_tokens), pad_id, dtype=torch.int32)
-        self.mask_BR = torch.zeros((batch, max_new_tokens), dtype=torch.bool)
-        self.logp_BR = torch.zeros((batch, max_new_tokens))
-        self.topk_ids_BRK = torch.arange(k, dtype=torch.int32).repeat(batch, max_new_tokens, 1)
-        self.topk_logp_BRK = torch.full((batch, max_new_tokens, k), -float(np.log(vocab)))
-        self.entropy_BR = torch.zeros((batch, max_new_tokens))
+    def __init__(self, batch: int, max_new_tokens: int, k: int, vocab: int, pad_id: int, device=None):
+        self.ids_BR = torch.full((batch, max_new_tokens), pad_id, dtype=torch.int32, device=device)
+        self.mask_BR = torch.zeros((batch, max_new_tokens), dtype=torch.bool, device=device)
+        self.logp_BR = torch.zeros((batch, max_new_tokens), device=device)
+        self.topk_ids_BRK = torch.arange(k, dtype=torch.int32, device=device).repeat(batch, max_new_tokens, 1)
+        self.topk_logp_BRK = torch.full((batch, max_new_tokens, k), -float(np.log(vocab)), device=device)
+        self.entropy_BR = torch.zeros((batch, max_new_tokens), device=device)
         self.length = 0
 
     def record(self, rows_L: torch.Tensor, position: int, tok_L: torch.Tensor, logp_LV: torch.Tensor) -> None:
@@ -187,11 +189,11 @@ class Responses:
 
     def output(self) -> SampleOutput:
         r = self.length
+        host = lambda t: t[:, :r].cpu().numpy()  # noqa: E731
         return SampleOutput(
-            response_ids_BR=self.ids_BR[:, :r].numpy(), response_mask_BR=self.mask_BR[:, :r].numpy(),
-            logp_BR=self.logp_BR[:, :r].numpy().astype(np.float32),
-            topk_ids_BRK=self.topk_ids_BRK[:, :r].numpy(), topk_logp_BRK=self.topk_logp_BRK[:, :r].numpy(),
-            entropy_BR=self.entropy_BR[:, :r].numpy().astype(np.float32))
+            response_ids_BR=host(self.ids_BR), response_mask_BR=host(self.mask_BR),
+            logp_BR=host(self.logp_BR).astype(np.float32), topk_ids_BRK=host(self.topk_ids_BRK),
+            topk_logp_BRK=host(self.topk_logp_BRK), entropy_BR=host(self.entropy_BR).astype(np.float32))
 
 
 def prefill(model, ids_BP, mask_BP, position_BP, budget: int | None):

@@ -10,7 +10,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VENV_VARS := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 
-.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab lab-mopd real-models real-lab bench clean
+.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab lab-mopd real-models real-lab bench gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,14 @@ test-vllm: setup-vllm  ## the tests marked vllm, in .venv-vllm
 
 bench: setup-vllm  ## HF vs vLLM rollout throughput -> bench/results/rollout_throughput.json
 	$(ENV) $(VENV_VARS) $(VPY) bench/rollout_throughput.py
+
+# What bench/gpu_check.py needs beyond torch and transformers on a GPU machine without internet (< 64 MiB):
+#   pip install --no-index --find-links .gpu-wheels deepspeed omegaconf && python bench/gpu_check.py
+gpu-wheels: setup  ## wheels for the GPU check into .gpu-wheels/ (DeepSpeed, OmegaConf and their small dependencies)
+	$(PY) -m pip wheel --quiet --no-deps -w .gpu-wheels deepspeed==0.19.8
+	$(PY) -m pip download --quiet --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+		--platform manylinux_2_17_x86_64 -d .gpu-wheels omegaconf==2.4.0 antlr4-python3-runtime hjson \
+		msgpack py-cpuinfo pydantic einops ninja psutil
 
 test-slow: setup
 	$(ENV) $(PY) -m pytest -m slow

@@ -14,6 +14,7 @@ from opd_ray.engines.hf_rollout import HFRollout
 from opd_ray.engines.vllm_engines import VLLMRollout
 from opd_ray.models.folders import shared_logit_width
 from opd_ray.models.loading import model_options, state_dict_numpy
+from opd_ray.objective.losses import payload_k
 from opd_ray.runtime.faults import maybe_fault
 from opd_ray.runtime.process import limit_threads
 
@@ -26,7 +27,7 @@ class RolloutEngine:
         self.calls = 0
         self.verify = get_verifier(cfg.data.verifier)
         kwargs = dict(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                      top_k=cfg.objective.k, run_seed=cfg.run.seed, model_options=model_options(cfg),
+                      top_k=payload_k(cfg.objective), run_seed=cfg.run.seed, model_options=model_options(cfg),
                       vocab_limit=shared_logit_width(cfg.model.student, *teachers.models(cfg)), stop=cfg.rollout.stop)
         if cfg.rollout.backend == "vllm":
             self.engine = VLLMRollout(cfg.model.student, max_model_len=cfg.data.max_prompt_tokens

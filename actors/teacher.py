@@ -12,7 +12,7 @@ from opd_ray.engines.hf_teacher import HFTeacher
 from opd_ray.engines.vllm_engines import VLLMTeacher
 from opd_ray.models.folders import shared_logit_width
 from opd_ray.models.loading import model_options
-from opd_ray.objective.losses import FULL_VOCAB_KINDS
+from opd_ray.objective.losses import FULL_VOCAB_KINDS, payload_k
 from opd_ray.runtime.faults import maybe_fault
 from opd_ray.runtime.process import limit_threads
 
@@ -23,7 +23,7 @@ class TeacherServer:
         """`cfg`: the teacher's view of the run's config (opd_ray/config/teachers.py); `name`: the teacher's."""
         limit_threads(cfg.teacher.cpus_per_server, cfg.teacher.num_servers, cfg.pipeline)
         self.index, self.generation, self.fault, self.calls, self.name = index, generation, cfg.run.fault, 0, name
-        kwargs = dict(top_k=cfg.objective.k, temperature=cfg.teacher.temperature,
+        kwargs = dict(top_k=payload_k(cfg.objective), temperature=cfg.teacher.temperature,
                       max_new_tokens=cfg.rollout.max_new_tokens, logprob_dtype=cfg.teacher.logprob_dtype,
                       ship_full_vocab=cfg.objective.kind in FULL_VOCAB_KINDS, model_options=model_options(cfg),
                       vocab_limit=shared_logit_width(cfg.model.student, *teachers.models(cfg)), stop=cfg.rollout.stop,

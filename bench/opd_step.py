@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/opd_step.py [--runs 3] [--steps 30] [--out bench/results/opd_step.json]
     .venv/bin/python bench/opd_step.py --compare-repo /tmp/old   # the lab default, this code vs another checkout
+    .venv/bin/python bench/opd_step.py --size smollm2 [--runs 3 --steps 8]   # configs/smollm2_cpu.yaml (make real-lab)
 
 For the lab default and for a ~10x larger random-init student/teacher pair, it runs the real job
 (launch/opd_job.py, its actors, Ray) `--runs` times and reads the per-step metrics (metrics.jsonl). While the job
@@ -10,6 +11,10 @@ per wall second per actor over the training steps. The FLOP rate counts 2*N_stud
 2*N_teacher per scored token and 6*N_student per trained token (response tokens; the prompts are short here),
 divided by the step time, and is set against a float32 matmul's rate on this machine at the same thread count.
 It then times the lab default on a grid of 3 batch sizes x 3 response lengths. Run it on an idle machine.
+
+`--size smollm2` times the real-LLM work instead (configs/smollm2_cpu.yaml: SmolLM2-135M student and teacher,
+16 prompts x 64 new tokens) at `pipeline.max_staleness` 0 and 1, with evaluation cut to 4 problems, beside the
+float32 and bfloat16 matmul rates and the peak resident memory of each role; then its own 3 x 3 cost grid.
 """
 from __future__ import annotations
 
@@ -30,8 +35,8 @@ from evidence import write_new  # noqa: E402  (bench/evidence.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def job_command(repo: Path) -> list[str]:
-    return [sys.executable, str(repo / "launch" / "opd_job.py"), "--config", str(repo / "configs" / "lab_cpu.yaml")]
+def job_command(repo: Path, config: str = "configs/lab_cpu.yaml") -> list[str]:
+    return [sys.executable, str(repo / "launch" / "opd_job.py"), "--config", str(repo / config)]
 
 QUIET = ["data.eval_size=16", "eval.avg_k=0", "data.continuation_depths=[]", "ckpt.export_hf=false"]
 LARGER = {"student": (320, 5, 5, 960), "teacher": (320, 6, 5, 1280)}  # (hidden, layers, heads, intermediate)
@@ -87,6 +92,19 @@ def cpu_by_role(root: psutil.Process) -> dict[str, float]:
     return out
 
 
+def rss_by_role(root: psutil.Process) -> dict[str, float]:
+    """Resident memory (GiB) of each role's processes now, summed by role."""
+    out: dict[str, float] = {}
+    for proc in root.children(recursive=True):
+        role = actor_role(proc)
+        try:
+            if role:
+                out[role] = out.get(role, 0.0) + proc.memory_info().rss / 2**30
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def logged_steps(run_root: Path) -> int:
     files = list(run_root.glob("*/metrics.jsonl"))
     if not files:
@@ -94,14 +112,17 @@ def logged_steps(run_root: Path) -> int:
     return sum(1 for line in files[0].read_text().splitlines() if '"time/step_s"' in line)
 
 
-def run_job(overrides: list[str], steps: int, skip: int = 3, repo: Path = ROOT) -> dict:
+def run_job(overrides: list[str], steps: int, skip: int = 3, repo: Path = ROOT, config: str = "configs/lab_cpu.yaml",
+            quiet: list[str] = QUIET) -> dict:
     """One job of `repo`'s code; the CPU window opens after `skip` steps (start-up) and closes at the last."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = job_command(repo) + QUIET + [f"run.steps={steps}", f"run.out_dir={tmp}", *overrides]
+        args = job_command(repo, config) + quiet + [f"run.steps={steps}", f"run.out_dir={tmp}", *overrides]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=repo,
                                 env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo)})
-        root, window = psutil.Process(proc.pid), {}
+        root, window, peak_rss = psutil.Process(proc.pid), {}, {}
         while proc.poll() is None:
+            for role, gib in rss_by_role(root).items():
+                peak_rss[role] = max(peak_rss.get(role, 0.0), gib)
             done = logged_steps(Path(tmp))
             if done >= skip and "start" not in window:
                 window["start"] = (time.monotonic(), cpu_by_role(root))
@@ -119,6 +140,7 @@ def run_job(overrides: list[str], steps: int, skip: int = 3, repo: Path = ROOT) 
         (t0, c0), (t1, c1) = window["start"], window["end"]
         stats["cores_busy"] = {role: round((c1.get(role, 0.0) - c0.get(role, 0.0)) / (t1 - t0), 3) for role in c1}
         stats["cores_busy_total"] = round(sum(stats["cores_busy"].values()), 3)
+    stats["peak_rss_gib"] = {role: round(gib, 3) for role, gib in peak_rss.items()}
     return stats
 
 
@@ -173,6 +195,76 @@ def cost_growth(extra: list[str], steps: int) -> list[dict]:
     return grid
 
 
+SMOLLM2 = "configs/smollm2_cpu.yaml"
+
+
+def smollm2_quiet(tmp: Path) -> list[str]:
+    """Both evaluation sets cut to the same 4 hard problems, greedy only, no export: the bench times the steps."""
+    rows = (ROOT / "models" / "sums_chat" / "hard.jsonl").read_text().splitlines()[:4]
+    (tmp / "eval4.jsonl").write_text("\n".join(rows) + "\n")
+    return [f"data.eval_files.{name}={tmp / 'eval4.jsonl'}" for name in ("hard", "easy")] + [
+        "eval.avg_k=0", "ckpt.export_hf=false"]
+
+
+def mean_prompt_tokens(config: str, rows: int = 256) -> float:
+    """The rendered prompts' mean length in tokens (they are trained and scored too, not only the responses)."""
+    from opd_ray.models.loading import load_tokenizer
+    from opd_ray.run.preflight import build_task, load_config
+
+    cfg = load_config(ROOT / config)
+    task = build_task(cfg, load_tokenizer(cfg.model.student))
+    return statistics.mean(len(ex.prompt_ids) for ex in task.train[:rows])
+
+
+def smollm2_flops(stats: dict, n: int, prompt_tokens: float, prompts: int) -> float:
+    """FLOP per step: 2N per generated token and per prompt token prefilled, 2N per token the teacher scores,
+    6N per token trained (prompts and responses); N = the student's (= the teacher's) parameters."""
+    return (2 + 2 + 6) * n * (stats["tokens_per_step"] + prompt_tokens * prompts)
+
+
+def smollm2(args) -> None:
+    """The SmolLM2 work at max_staleness 0 and 1 (interleaved, `--runs` each), then its cost grid."""
+    from matmul_rates import kernel_rates  # noqa: E402  (bench/matmul_rates.py)
+
+    cores = len(os.sched_getaffinity(0))
+    rates = kernel_rates(cores)
+    student = ROOT / "models" / "smollm2-sums-student"
+    if not student.exists():
+        raise SystemExit(f"{student} is missing: run `make real-lab` first")
+    n, prompt_tokens = parameters(student), mean_prompt_tokens(SMOLLM2)
+    result = {"machine": {"cores": cores, "torch": torch.__version__, "rates_flop_s": rates},
+              "params": n, "mean_prompt_tokens": prompt_tokens, "extra_overrides": args.extra}
+    cases = {"staleness_0": ["pipeline.max_staleness=0"], "staleness_1": ["pipeline.max_staleness=1"]}
+    runs = {name: [] for name in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        quiet = smollm2_quiet(Path(tmp))
+        for _ in range(args.runs):
+            for name, overrides in cases.items():
+                stats = run_job([*overrides, *args.extra], args.steps, skip=2, config=SMOLLM2, quiet=quiet)
+                runs[name].append(stats)
+                print(f"{name}: {stats['time/step_s']:.2f} s/step, {stats['tokens_per_s']:.1f} tokens/s, "
+                      f"cores busy {stats.get('cores_busy_total')}", flush=True)
+        for name, rs in runs.items():
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], float)}
+            flop_s = smollm2_flops(med, n, prompt_tokens, 16) / med["time/step_s"]
+            result[name] = {"median": med, "runs": rs, "achieved_flop_s": flop_s,
+                            "of_float32_linear": flop_s / rates["linear_576x1536_float32"],
+                            "of_bfloat16_linear": flop_s / rates["linear_576x1536_bfloat16"]}
+        grid = []
+        for prompts in (8, 16, 32):
+            for new_tokens in (32, 64, 128):
+                stats = run_job([f"data.prompts_per_step={prompts}", f"rollout.max_new_tokens={new_tokens}",
+                                 *args.extra], 3, skip=1, config=SMOLLM2, quiet=quiet)
+                grid.append({"prompts_per_step": prompts, "max_new_tokens": new_tokens,
+                             "s_per_step": stats["time/step_s"], "tokens_per_step": stats["tokens_per_step"],
+                             "s_per_1k_tokens": 1000 * stats["time/step_s"] / stats["tokens_per_step"],
+                             "peak_rss_gib": stats["peak_rss_gib"]})
+                print(f"prompts {prompts} x {new_tokens} new tokens: {stats['time/step_s']:.2f} s/step, "
+                      f"{grid[-1]['s_per_1k_tokens']:.2f} s per 1k tokens", flush=True)
+        result["cost_growth"] = grid
+    write_new(Path(args.out), result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -180,7 +272,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "opd_step.json"))
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every job (e.g. pipeline.threads=reserved)")
     parser.add_argument("--compare-repo", help="another checkout (e.g. the previous commit): interleaved lab runs")
+    parser.add_argument("--size", choices=("lab", "smollm2"), default="lab",
+                        help="lab: the lab default and a 10x pair; smollm2: configs/smollm2_cpu.yaml")
     args = parser.parse_args()
+    if args.size == "smollm2":
+        args.steps = 8 if args.steps == parser.get_default("steps") else args.steps
+        if args.out == parser.get_default("out"):
+            args.out = str(ROOT / "bench" / "results" / "opd_step_smollm2.json")
+        return smollm2(args)
     if args.compare_repo:
         return compare(Path(args.compare_repo), args.runs, args.steps, ROOT / "bench" / "results" / "opd_step_vs.json")
     cores = len(os.sched_getaffinity(0))

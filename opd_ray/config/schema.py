@@ -145,7 +145,10 @@ class ObjectiveConfig:
     """The OPD objective (opd_ray/objective/losses.py). Student and teacher log-probs are taken at temperature
     rollout.temperature and teacher.temperature respectively (both 1.0 by default)."""
     kind: str = "topk"  # sampled_token | topk | full_reverse_kl | forward_kl | gjsd
-    k: int = 4  # top-k of the objective and of the overlap metrics (the paper: 16; the lab's vocabulary is 18)
+    k: int = 4  # top-k of the objective (the paper: 16; the lab's vocabulary is 18)
+    # top-k of the overlap diagnostics (ratio, mass, top-1, ...); 0: k. Engines and teachers ship max(k, this) ids,
+    # so a top-1 or sampled-token run still reports the overlap at the paper's k=16
+    diagnostics_k: int = 0
     support: str = "student"  # topk: student | teacher | intersection | union | symdiff
     weights: str = "student"  # topk: renormalised probabilities of student | teacher, or uniform
     beta: float = 0.5  # gjsd: 0 = forward KL(q||p), 1 = reverse KL(p||q)

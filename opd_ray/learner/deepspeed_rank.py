@@ -102,7 +102,7 @@ class DeepSpeedLearner:
     def opd_loss(self, micro: TrajectoryBatch, n_tokens_global: float) -> tuple[torch.Tensor, dict]:
         """One micro-batch's share of the OPD loss (its summed token losses over the global token count) and
         its metric sums."""
-        tensors = ShardTensors(micro, self.engine.device)
+        tensors = ShardTensors(micro, self.engine.device, self.objective.k)
         mask_BR = tensors.mask_BR.float()
         # through the engine, not its module: DeepSpeed's forward counts micro-steps (ZeRO-3 otherwise overwrites
         # the gradient partitions of earlier micro-batches instead of adding to them)
@@ -115,7 +115,7 @@ class DeepSpeedLearner:
             raise FloatingPointError(f"non-finite OPD loss at optimizer step {self.optimizer_steps + 1}: "
                                      f"{bad} valid tokens have NaN/inf per-token loss")
         with torch.no_grad():
-            sums = diagnostic_sums(logp_BRV.detach(), tensors, micro)
+            sums = diagnostic_sums(logp_BRV.detach(), tensors, micro, obj.diagnostics_k(self.objective))
         sums["loss"] = [float(obj.token_mean(loss_BR.detach(), mask_BR, 1.0)), float(mask_BR.sum())]
         return loss, sums
 

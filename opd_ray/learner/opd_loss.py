@@ -15,11 +15,14 @@ from opd_ray.trajectory.batch import TrajectoryBatch
 
 
 class ShardTensors:
-    """The shard's arrays as torch tensors on the learner's device (log-probs in float32, from 16-bit too)."""
+    """The shard's arrays as torch tensors on the learner's device (log-probs in float32, from 16-bit too). Top-k
+    lists are cut to the objective's `k`: the payload may carry more for the diagnostics (objective.diagnostics_k);
+    every top-k list is sorted, most likely first."""
 
-    def __init__(self, shard: TrajectoryBatch, device):
+    def __init__(self, shard: TrajectoryBatch, device, k: int | None = None):
         as_ids = lambda x: torch.as_tensor(x, device=device).long()  # noqa: E731
         as_f32 = lambda x: None if x is None else torch.as_tensor(x, device=device).float()  # noqa: E731
+        shard = shard.topk_cut(k) if k is not None else shard
         self.mask_BR = torch.as_tensor(shard.response_mask_BR, device=device)
         self.response_ids_BR = as_ids(shard.response_ids_BR)
         self.behaviour_logp_BR = as_f32(shard.student_logp_BR)
@@ -78,7 +81,8 @@ def entropy_banded_sums(per_token: dict[str, np.ndarray], m_BR: np.ndarray, n_to
     return sums
 
 
-def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBatch) -> dict[str, list]:
+def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBatch, k: int | None = None
+                    ) -> dict[str, list]:
     """Per-token diagnostics as [sum, count] pairs over this shard (the controller sums ranks, then divides).
 
     Per-position entropies come as arrays (one entry per response position) for the position heatmaps. A
@@ -86,6 +90,7 @@ def diagnostic_sums(logp_BRV: torch.Tensor, t: ShardTensors, shard: TrajectoryBa
     no entropy and no log-probs at the student's ids: the metrics that need them are left out, and the
     overlap-token advantage, which needs them only at ids in both top-k lists, reads them from its top-k.
     """
+    shard = shard.topk_cut(k) if k is not None else shard  # objective.diagnostics_k
     m_BR = shard.response_mask_BR
     s_ids, t_ids = shard.student_topk_ids_BRK, shard.teacher_topk_ids_BRK
     s_logp, t_logp = shard.student_topk_logp_BRK, shard.teacher_topk_logp_BRK.astype(np.float32)

@@ -54,6 +54,16 @@ def on_support(student_side_BRK: torch.Tensor, teacher_side_BRK: torch.Tensor, s
     raise ValueError(f"unknown top-k support {support!r}; expected one of {SUPPORTS}")
 
 
+def payload_k(objective) -> int:
+    """How many top-k ids and log-probs the engines and teachers ship per position: enough for the objective's k
+    and the diagnostics' (`objective.diagnostics_k`)."""
+    return max(objective.k, objective.diagnostics_k)
+
+
+def diagnostics_k(objective) -> int:
+    return objective.diagnostics_k or objective.k
+
+
 def topk_support(student_ids_BRK: torch.Tensor, teacher_ids_BRK: torch.Tensor,
                  support: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The ids each position's advantage is computed on, and which of them count (`valid_BRS`).

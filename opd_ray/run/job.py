@@ -24,6 +24,7 @@ from opd_ray.loop.checkpoint import CheckpointDir
 from opd_ray.loop.evaluation import evaluate, gap_recoveries, greedy_texts, teacher_continuation_advantage
 from opd_ray.loop.frozen_evals import FrozenEvals
 from opd_ray.loop.prompt_stream import PromptStream
+from opd_ray.objective.losses import diagnostics_k
 from opd_ray.run import cold_start
 from opd_ray.run.preflight import Prepared
 from opd_ray.runtime.metrics import MetricsSink, current_rows, read_rows
@@ -160,7 +161,8 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         "steps": state.step, "trajectories": state.consumed.count, "refused_stale": state.refused_stale,
         "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
         "continuation_before": ev.get("continuation"), "continuation_after": continuation_after,
-        "objective": cfg.objective.kind, "k": cfg.objective.k, "run_dir": str(run_dir),
+        "objective": cfg.objective.kind, "k": cfg.objective.k, "diagnostics_k": diagnostics_k(cfg.objective),
+        "run_dir": str(run_dir),
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
         "actor_nodes_at_start": nodes, "actor_nodes": actors.node_ips(get, cfg.pipeline.startup_timeout_s),
         "learner_ranks_agree": ranks_agree,

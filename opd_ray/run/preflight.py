@@ -329,6 +329,7 @@ def validate_objective(cfg: OPDConfig) -> None:
     for name in ("outcome_weight", "is_cap", "loss_clamp"):
         _check(getattr(o, name) >= 0, f"objective.{name}", f"must be >= 0, got {getattr(o, name)}")
     _check(o.diagnostics_every >= 1, "objective.diagnostics_every", f"must be >= 1, got {o.diagnostics_every}")
+    _check(o.diagnostics_k >= 0, "objective.diagnostics_k", f"must be >= 0 (0: objective.k), got {o.diagnostics_k}")
 
 
 def validate_teacher_objective(cfg: OPDConfig) -> None:
@@ -339,6 +340,8 @@ def validate_teacher_objective(cfg: OPDConfig) -> None:
     shared = min(vocab, int(model_json(cfg.model.student, "model.student").get("vocab_size", 0)))
     _check(o.k <= shared, "objective.k", f"must be <= the {shared} ids student and teacher share "
            f"(model.student, model.teacher), got {o.k}")
+    _check(o.diagnostics_k <= shared, "objective.diagnostics_k", f"must be <= the {shared} ids student and teacher "
+           f"share (model.student, model.teacher), got {o.diagnostics_k}")
     vllm_teacher = cfg.teacher.backend == "vllm"
     if not (o.kind in FULL_VOCAB_KINDS or vllm_teacher):
         return

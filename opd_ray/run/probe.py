@@ -54,6 +54,7 @@ from opd_ray.models.loading import eos_token_ids, load_model, load_tokenizer, mo
 from opd_ray.models.sampling import TextSampler, decode_responses, left_pad, sample, trajectory_seed
 from opd_ray.models.scoring import gather_BR, response_logits
 from opd_ray.objective import diagnostics as diag
+from opd_ray.objective.losses import diagnostics_k
 from opd_ray.run.preflight import build_task, load_config
 
 VERDICTS = ("ok", "no_new_capability", "pattern_mismatch", "contract_violation")
@@ -124,7 +125,7 @@ def prompt_round_trip(s_tok, t_tok, prompts: list[Example]) -> dict:
 def rollout_metrics(s_model, t_model, tok, prompts: list[Example], verify: Verifier, cfg: OPDConfig, tol: float
                     ) -> tuple[dict, dict]:
     """Sample one student rollout per prompt; score it with the teacher and with the student itself."""
-    k, width = cfg.objective.k, min(s_model.config.vocab_size, t_model.config.vocab_size)
+    k, width = diagnostics_k(cfg.objective), min(s_model.config.vocab_size, t_model.config.vocab_size)
     prompt_ids = [list(ex.prompt_ids) for ex in prompts]
     seeds = [trajectory_seed(cfg.run.seed, (0, i, 0), 0) for i in range(len(prompts))]
     out = sample(s_model, prompt_ids, max_new_tokens=cfg.rollout.max_new_tokens, eos_id=eos_token_ids(s_model, tok),
@@ -283,7 +284,7 @@ def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[Example] |
         metrics.update(first_disagreement_advantage(s_model, t_model, s_tok, prompts, verify, cfg))
     verdict, conditions = decide(contract, metrics, continuation, settings)
     return ProbeReport(verdict, conditions, metrics, continuation, contract, shown_path(cfg.model.student),
-                       shown_path(cfg.model.teacher), len(prompts), cfg.objective.k, round(time.time() - t0, 1))
+                       shown_path(cfg.model.teacher), len(prompts), diagnostics_k(cfg.objective), round(time.time() - t0, 1))
 
 
 def shown_path(path: str) -> str:

@@ -53,6 +53,13 @@ class TrajectoryBatch:
                 changes[f.name] = value[idx]
         return replace(self, **changes)
 
+    def topk_cut(self, k: int) -> "TrajectoryBatch":
+        """The batch with every top-k list cut to its first `k` entries (they are sorted, most likely first): the
+        objective's k of a payload shipped at objective.diagnostics_k, or the other way round."""
+        changes = {name: value[..., :k] for name in TOPK_FIELDS
+                   if (value := getattr(self, name)) is not None and value.shape[-1] > k}
+        return replace(self, **changes) if changes else self
+
     def with_teacher(self, **teacher_fields: np.ndarray) -> "TrajectoryBatch":
         return replace(self, **teacher_fields)
 
@@ -91,6 +98,8 @@ def concat(batches: list[TrajectoryBatch]) -> TrajectoryBatch:
 
 # the teacher fields an ensemble averages: log-probs at ids every teacher scored (the sampled token, the student's
 # top-k), so the mean is exact there; and the entropy (the mean of the teachers' entropies)
+TOPK_FIELDS = ("student_topk_ids_BRK", "student_topk_logp_BRK", "teacher_logp_at_student_topk_BRK",
+               "teacher_topk_ids_BRK", "teacher_topk_logp_BRK")
 ENSEMBLE_MEAN_FIELDS = ("teacher_logp_BR", "teacher_logp_at_student_topk_BRK", "teacher_entropy_BR")
 
 

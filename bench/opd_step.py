@@ -196,6 +196,11 @@ def cost_growth(extra: list[str], steps: int) -> list[dict]:
 
 
 SMOLLM2 = "configs/smollm2_cpu.yaml"
+SMOLLM2_CASES = {  # name -> overrides; vllm_rollout needs .venv-vllm (the teacher stays HF: see docs/vllm.md)
+    "staleness_0": ["pipeline.max_staleness=0"],
+    "staleness_1": ["pipeline.max_staleness=1"],
+    "vllm_rollout": ["pipeline.max_staleness=0", "rollout.backend=vllm"],
+}
 
 
 def smollm2_quiet(tmp: Path) -> list[str]:
@@ -223,7 +228,7 @@ def smollm2_flops(stats: dict, n: int, prompt_tokens: float, prompts: int) -> fl
 
 
 def smollm2(args) -> None:
-    """The SmolLM2 work at max_staleness 0 and 1 (interleaved, `--runs` each), then its cost grid."""
+    """The SmolLM2 work in each of `--cases` (interleaved, `--runs` each), then its cost grid."""
     from matmul_rates import kernel_rates  # noqa: E402  (bench/matmul_rates.py)
 
     cores = len(os.sched_getaffinity(0))
@@ -234,7 +239,7 @@ def smollm2(args) -> None:
     n, prompt_tokens = parameters(student), mean_prompt_tokens(SMOLLM2)
     result = {"machine": {"cores": cores, "torch": torch.__version__, "rates_flop_s": rates},
               "params": n, "mean_prompt_tokens": prompt_tokens, "extra_overrides": args.extra}
-    cases = {"staleness_0": ["pipeline.max_staleness=0"], "staleness_1": ["pipeline.max_staleness=1"]}
+    cases = {name: SMOLLM2_CASES[name] for name in args.cases}
     runs = {name: [] for name in cases}
     with tempfile.TemporaryDirectory() as tmp:
         quiet = smollm2_quiet(Path(tmp))
@@ -251,7 +256,7 @@ def smollm2(args) -> None:
                             "of_float32_linear": flop_s / rates["linear_576x1536_float32"],
                             "of_bfloat16_linear": flop_s / rates["linear_576x1536_bfloat16"]}
         grid = []
-        for prompts in (8, 16, 32):
+        for prompts in ((8, 16, 32) if args.grid else ()):
             for new_tokens in (32, 64, 128):
                 stats = run_job([f"data.prompts_per_step={prompts}", f"rollout.max_new_tokens={new_tokens}",
                                  *args.extra], 3, skip=1, config=SMOLLM2, quiet=quiet)
@@ -261,7 +266,7 @@ def smollm2(args) -> None:
                              "peak_rss_gib": stats["peak_rss_gib"]})
                 print(f"prompts {prompts} x {new_tokens} new tokens: {stats['time/step_s']:.2f} s/step, "
                       f"{grid[-1]['s_per_1k_tokens']:.2f} s per 1k tokens", flush=True)
-        result["cost_growth"] = grid
+        result["cost_growth"] = grid or None
     write_new(Path(args.out), result)
 
 
@@ -274,6 +279,9 @@ def main() -> None:
     parser.add_argument("--compare-repo", help="another checkout (e.g. the previous commit): interleaved lab runs")
     parser.add_argument("--size", choices=("lab", "smollm2"), default="lab",
                         help="lab: the lab default and a 10x pair; smollm2: configs/smollm2_cpu.yaml")
+    parser.add_argument("--cases", nargs="*", choices=tuple(SMOLLM2_CASES), default=["staleness_0", "staleness_1"],
+                        help="--size smollm2: the settings run side by side, interleaved")
+    parser.add_argument("--no-grid", dest="grid", action="store_false", help="--size smollm2: skip the cost grid")
     args = parser.parse_args()
     if args.size == "smollm2":
         args.steps = 8 if args.steps == parser.get_default("steps") else args.steps

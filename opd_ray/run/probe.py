@@ -284,7 +284,8 @@ def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[Example] |
         metrics.update(first_disagreement_advantage(s_model, t_model, s_tok, prompts, verify, cfg))
     verdict, conditions = decide(contract, metrics, continuation, settings)
     return ProbeReport(verdict, conditions, metrics, continuation, contract, shown_path(cfg.model.student),
-                       shown_path(cfg.model.teacher), len(prompts), diagnostics_k(cfg.objective), round(time.time() - t0, 1))
+                       shown_path(cfg.model.teacher), len(prompts), diagnostics_k(cfg.objective),
+                       round(time.time() - t0, 1))
 
 
 def shown_path(path: str) -> str:

@@ -13,7 +13,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
     On a CPU bfloat16 pays only where its matmuls are native (`native_cpu_bf16`), and even there it changes the
     numbers a run gives, so it is asked for, not picked: on an AVX2 CPU, where torch emulates it, a bfloat16 linear
-    layer ran 7x slower than float32 and a plain matmul 100x (bench/results/matmul_rates.json, docs/speed.md).
+    layer ran 8x slower than float32 and a learner pass 30x (bench/results/matmul_rates.json, docs/speed.md).
     """
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32

@@ -32,6 +32,19 @@ def test_teacher_as_its_own_student_has_nothing_to_teach(tiny_lab, capsys):
     assert report["continuation"]["depth_0"] == 0.0
 
 
+def test_the_self_test_holds_in_bfloat16_at_its_own_tolerance():
+    """model.dtype bfloat16 on the trained lab pair: the student scored by itself gives a sampled KL of ~0, and its
+    rounding (max |Δlog p| 0.06, docs/speed.md) passes bfloat16's tolerance but not float32's."""
+    student, teacher = LAB / "student", LAB / "teacher"
+    report = probe(student, teacher, "model.dtype=bfloat16")
+    assert report.contract["self_test"]["pass"], report.contract["self_test"]
+    strict = probe(student, teacher, "model.dtype=bfloat16", settings=ProbeSettings(
+        n_prompts=16, depths=[0.0], self_test_tol=1e-3))
+    assert not strict.contract["self_test"]["pass"]  # bf16 really ran: its rounding is above float32's tolerance
+    assert probe(student, teacher, settings=ProbeSettings(n_prompts=16, depths=[0.0], self_test_tol=1e-3)
+                 ).contract["self_test"]["pass"]  # float32 at float32's tolerance
+
+
 def test_a_different_vocabulary_is_a_contract_violation(tiny_lab, tmp_path, capsys):
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_lab / "teacher", teacher)

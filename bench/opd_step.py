@@ -259,7 +259,7 @@ def smollm2(args) -> None:
         for prompts in ((8, 16, 32) if args.grid else ()):
             for new_tokens in (32, 64, 128):
                 stats = run_job([f"data.prompts_per_step={prompts}", f"rollout.max_new_tokens={new_tokens}",
-                                 *args.extra], 3, skip=1, config=SMOLLM2, quiet=quiet)
+                                 *args.extra], args.grid_steps, skip=1, config=SMOLLM2, quiet=quiet)
                 grid.append({"prompts_per_step": prompts, "max_new_tokens": new_tokens,
                              "s_per_step": stats["time/step_s"], "tokens_per_step": stats["tokens_per_step"],
                              "s_per_1k_tokens": 1000 * stats["time/step_s"] / stats["tokens_per_step"],
@@ -282,6 +282,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", choices=tuple(SMOLLM2_CASES), default=["staleness_0", "staleness_1"],
                         help="--size smollm2: the settings run side by side, interleaved")
     parser.add_argument("--no-grid", dest="grid", action="store_false", help="--size smollm2: skip the cost grid")
+    parser.add_argument("--grid-steps", type=int, default=3, help="--size smollm2: steps per grid cell (first dropped)")
     args = parser.parse_args()
     if args.size == "smollm2":
         args.steps = 8 if args.steps == parser.get_default("steps") else args.steps

@@ -85,7 +85,8 @@ def test_a_killed_teacher_is_replaced_and_only_rescoring_is_redone(clean, tiny_l
 
 
 @pytest.mark.parametrize("role, point, method, limit", [
-    ("teacher", "teacher_score:server=0", "score", 12), ("rollout", "rollout_generate:engine=0", "generate", 8)])
+    ("teacher", "teacher_score:server=0", "score", 12),
+    pytest.param("rollout", "rollout_generate:engine=0", "generate", 8, marks=pytest.mark.slow)])  # 34 s: slow tier
 def test_a_hung_actor_is_named_killed_and_replaced(clean, tiny_lab, tmp_path, role, point, method, limit):
     state, seen, weights = run(tiny_lab, tmp_path, f"hang-{role}-", "pipeline.rollout_timeout_s=8",
                                "pipeline.teacher_timeout_s=4", f"run.fault={point},gen=0,call=3,action=sleep,seconds=120")

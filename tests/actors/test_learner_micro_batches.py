@@ -26,7 +26,7 @@ def run(tiny_lab, tmp, prefix, zero_stage, *extra):
     return seen, weights
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
+@pytest.mark.parametrize("zero_stage", [2, pytest.param(3, marks=pytest.mark.slow)])  # ZeRO-3: the slow tier
 def test_unequal_micro_batches_across_ranks_match_the_unsplit_step(ray_cluster, tiny_lab, tmp_path, zero_stage):
     whole, whole_w = run(tiny_lab, tmp_path / "whole", f"w{zero_stage}-", zero_stage)
     split, split_w = run(tiny_lab, tmp_path / "split", f"s{zero_stage}-", zero_stage, "learner.micro_batch_tokens=1")

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow  # a subprocess that builds models and starts DeepSpeed: ~25 s
 def test_gpu_check_runs_on_cpu_and_reports_every_stage(tmp_path):
     out = tmp_path / "gpu_check.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--size", "tiny",

@@ -19,6 +19,7 @@ float32 and bfloat16 matmul rates and the peak resident memory of each role; the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -97,11 +98,9 @@ def rss_by_role(root: psutil.Process) -> dict[str, float]:
     out: dict[str, float] = {}
     for proc in root.children(recursive=True):
         role = actor_role(proc)
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # an actor that ended since it was listed
             if role:
                 out[role] = out.get(role, 0.0) + proc.memory_info().rss / 2**30
-        except psutil.NoSuchProcess:
-            pass
     return out
 
 

@@ -14,6 +14,32 @@ LAB = ROOT / "opd_ray" / "lab" / "artifacts"
 LAB_CFG = ROOT / "configs" / "lab_cpu.yaml"  # the CPU lab default
 
 
+def scored_lab_batch(n: int, problem_seed: int, top_k: int = 4, max_new_tokens: int = 40):
+    """`n` trajectories of the trained lab student (problems of 2-5 terms), scored by the trained lab teacher with
+    a float32 payload, top-k lists of `top_k` on both sides. Returns (teacher, scored batch)."""
+    from opd_ray.engines.hf_rollout import HFRollout
+    from opd_ray.engines.hf_teacher import HFTeacher
+    from opd_ray.lab.task import sample_problems
+
+    rollout = HFRollout(str(LAB / "student"), max_new_tokens=max_new_tokens, temperature=1.0, top_k=top_k, run_seed=0)
+    prompts = [rollout.tokenizer(p.prompt)["input_ids"] for p in sample_problems(problem_seed, n, (2, 5))]
+    batch = rollout.generate(prompts, [(0, i, 0) for i in range(n)], 0)
+    teacher = HFTeacher(str(LAB / "teacher"), top_k=top_k, temperature=1.0, max_new_tokens=max_new_tokens,
+                        logprob_dtype="float32")
+    return teacher, teacher.score(batch)
+
+
+def lab_learner(objective=None, learner=None, model_options=None):
+    """A one-rank DeepSpeed learner (gloo, in this process) on the trained lab student."""
+    from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
+    from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
+    from opd_ray.runtime.process import free_port
+
+    return DeepSpeedLearner(str(LAB / "student"), learner or LearnerConfig(lr=1e-3), objective or ObjectiveConfig(),
+                            rank=0, world_size=1, master_addr="127.0.0.1", master_port=free_port(), temperature=1.0,
+                            seed=0, model_options=model_options)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Every outgoing connection fails, and is recorded: a check that must not touch the network asserts the

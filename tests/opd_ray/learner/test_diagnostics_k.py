@@ -7,34 +7,19 @@ checked against a plain-Python count over the ids.
 import numpy as np
 import pytest
 
-from tests.conftest import LAB
+from tests.conftest import lab_learner, scored_lab_batch
 
 
 @pytest.fixture(scope="module")
 def scored():
     """The same trajectories shipped at k=8 and at k=4 (sampling does not depend on how many ids are recorded)."""
-    from opd_ray.engines.hf_rollout import HFRollout
-    from opd_ray.engines.hf_teacher import HFTeacher
-    from opd_ray.lab.task import sample_problems
-
-    out = {}
-    for k in (4, 8):
-        rollout = HFRollout(str(LAB / "student"), max_new_tokens=32, temperature=1.0, top_k=k, run_seed=0)
-        prompts = [rollout.tokenizer(p.prompt)["input_ids"] for p in sample_problems(5, 12, (2, 5))]
-        batch = rollout.generate(prompts, [(0, i, 0) for i in range(12)], 0)
-        teacher = HFTeacher(str(LAB / "teacher"), top_k=k, temperature=1.0, max_new_tokens=32, logprob_dtype="float32")
-        out[k] = teacher.score(batch)
-    return out
+    return {k: scored_lab_batch(12, problem_seed=5, top_k=k, max_new_tokens=32)[1] for k in (4, 8)}
 
 
 def learner(**objective):
-    from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
-    from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
-    from opd_ray.runtime.process import free_port
+    from opd_ray.config.schema import ObjectiveConfig
 
-    return DeepSpeedLearner(str(LAB / "student"), LearnerConfig(lr=1e-3), ObjectiveConfig(kind="topk", **objective),
-                            rank=0, world_size=1, master_addr="127.0.0.1", master_port=free_port(), temperature=1.0,
-                            seed=0)
+    return lab_learner(ObjectiveConfig(kind="topk", **objective))
 
 
 def overlap_ratio_reference(batch) -> float:

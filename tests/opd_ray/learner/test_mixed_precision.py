@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import LAB
+from tests.conftest import lab_learner, scored_lab_batch
 
 LOSS_RTOL = 0.02  # bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding, averaged over thousands of tokens
 GRAD_COSINE = 0.99
@@ -18,25 +18,13 @@ GRAD_NORM_RTOL = 0.05
 
 @pytest.fixture(scope="module")
 def scored():
-    from opd_ray.engines.hf_rollout import HFRollout
-    from opd_ray.engines.hf_teacher import HFTeacher
-    from opd_ray.lab.task import sample_problems
-
-    rollout = HFRollout(str(LAB / "student"), max_new_tokens=40, temperature=1.0, top_k=4, run_seed=0)
-    prompts = [rollout.tokenizer(p.prompt)["input_ids"] for p in sample_problems(21, 16, (2, 5))]
-    batch = rollout.generate(prompts, [(0, i, 0) for i in range(16)], 0)
-    teacher = HFTeacher(str(LAB / "teacher"), top_k=4, temperature=1.0, max_new_tokens=40, logprob_dtype="float32")
-    return teacher.score(batch)
+    return scored_lab_batch(16, problem_seed=21)[1]
 
 
 def make_learner(dtype: str, zero_stage: int = 1):
-    from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
-    from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
-    from opd_ray.runtime.process import free_port
+    from opd_ray.config.schema import LearnerConfig
 
-    return DeepSpeedLearner(str(LAB / "student"), LearnerConfig(lr=1e-3, zero_stage=zero_stage), ObjectiveConfig(kind="topk"), rank=0,
-                            world_size=1, master_addr="127.0.0.1", master_port=free_port(), temperature=1.0, seed=0,
-                            model_options={"dtype": dtype})
+    return lab_learner(learner=LearnerConfig(lr=1e-3, zero_stage=zero_stage), model_options={"dtype": dtype})
 
 
 def loss_and_gradient(learner, batch) -> tuple[float, torch.Tensor]:

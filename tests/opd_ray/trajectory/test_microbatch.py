@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from opd_ray.trajectory import microbatch
-from tests.conftest import LAB
+from tests.conftest import LAB, lab_learner, scored_lab_batch
 
 SMALL_BUDGET = 200  # 16 lab rows of 20-56 tokens (896 padded): 4 micro-batches
 
@@ -18,15 +18,7 @@ SMALL_BUDGET = 200  # 16 lab rows of 20-56 tokens (896 padded): 4 micro-batches
 @pytest.fixture(scope="module")
 def scored():
     """16 lab trajectories of the trained student, scored by the trained teacher (unsplit, float32 payload)."""
-    from opd_ray.engines.hf_rollout import HFRollout
-    from opd_ray.engines.hf_teacher import HFTeacher
-    from opd_ray.lab.task import sample_problems
-
-    rollout = HFRollout(str(LAB / "student"), max_new_tokens=40, temperature=1.0, top_k=4, run_seed=0)
-    prompts = [rollout.tokenizer(p.prompt)["input_ids"] for p in sample_problems(11, 16, (2, 5))]
-    batch = rollout.generate(prompts, [(0, i, 0) for i in range(16)], 0)
-    teacher = HFTeacher(str(LAB / "teacher"), top_k=4, temperature=1.0, max_new_tokens=40, logprob_dtype="float32")
-    return teacher, teacher.score(batch)
+    return scored_lab_batch(16, problem_seed=11)
 
 
 def test_plan_covers_every_row_once_within_the_budget(scored):
@@ -64,12 +56,8 @@ def test_teacher_micro_batched_scores_equal_unsplit(scored):
 
 def make_learner(objective_kind: str, budget: int):
     from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
-    from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
-    from opd_ray.runtime.process import free_port
 
-    learner = LearnerConfig(lr=1e-3, micro_batch_tokens=budget)
-    return DeepSpeedLearner(str(LAB / "student"), learner, ObjectiveConfig(kind=objective_kind), rank=0,
-                            world_size=1, master_addr="127.0.0.1", master_port=free_port(), temperature=1.0, seed=0)
+    return lab_learner(ObjectiveConfig(kind=objective_kind), LearnerConfig(lr=1e-3, micro_batch_tokens=budget))
 
 
 def weights(learner) -> dict[str, np.ndarray]:

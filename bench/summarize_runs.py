@@ -1,11 +1,14 @@
 """Side-by-side table of finished runs: `python bench/summarize_runs.py RUN_DIR... [--json OUT]`.
 
 Prints a Markdown table (gap recovery, accuracies, and the overlap metrics averaged over the first and last
-10% of steps) for docs/, and optionally writes the same numbers as JSON.
+10% of steps) for docs/, and optionally writes the same numbers as JSON, with more: the overlap metrics per band
+of the teacher's entropy (BANDED), each window's standard error over its steps, and the paired before/after
+statistics of the primary set.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -16,6 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from opd_ray.run.report import RunData  # noqa: E402
 
 COLUMNS = ("overlap_ratio", "top1_agreement", "overlap_mass_student", "overlap_mass_teacher", "entropy_gap")
+# per band of the teacher's entropy (ours, not the paper's): where the teacher spreads its mass (ge1) and not (lt0.1)
+BANDED = tuple(f"{m}/teacher_entropy_{b}" for m in ("overlap_ratio", "overlap_mass_student", "overlap_mass_teacher",
+                                                     "top1_agreement") for b in ("lt0.1", "0.1to1", "ge1")) + tuple(
+    f"teacher_entropy_share/{b}" for b in ("lt0.1", "0.1to1", "ge1"))
 
 
 def second_set_after(summary: dict) -> float | None:
@@ -35,7 +42,25 @@ def summarize(run_dir: Path) -> dict:
         _, values = run.series(key)
         tenth = max(len(values) // 10, 1)
         row[key] = [round(float(values[:tenth].mean()), 4), round(float(values[-tenth:].mean()), 4)] if len(values) else None
+    row["windows"] = {key: windows(run, key) for key in COLUMNS + BANDED}
+    row["primary_stats"] = s.get("primary_stats")
     return row
+
+
+def windows(run: RunData, key: str) -> dict | None:
+    """The metric's mean over the first and the last 10% of steps, each with its standard error over those steps
+    (`series` leaves out steps whose band held no token), and the change with its standard error."""
+    _, values = run.series(key)
+    if not len(values):
+        return None
+    tenth = max(len(values) // 10, 1)
+    parts = {}
+    for name, part in (("first", values[:tenth]), ("last", values[-tenth:])):
+        se = float(part.std(ddof=1) / math.sqrt(len(part))) if len(part) > 1 else float("nan")
+        parts[name] = {"mean": round(float(part.mean()), 4), "se": round(se, 4), "steps": len(part)}
+    change = parts["last"]["mean"] - parts["first"]["mean"]
+    return parts | {"change": round(change, 4),
+                    "change_se": round(math.sqrt(parts["first"]["se"] ** 2 + parts["last"]["se"] ** 2), 4)}
 
 
 def markdown(rows: list[dict]) -> str:

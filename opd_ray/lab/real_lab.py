@@ -21,6 +21,7 @@ import argparse
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,26 +83,27 @@ def sample_sums(seed: int, count: int, n_terms: tuple[int, int]) -> list[Sum]:
     return [Sum(tuple(rng.randint(10, 99) for _ in range(rng.randint(*n_terms)))) for _ in range(count)]
 
 
-def eval_sets() -> dict[str, list[Sum]]:
-    return {name: sample_sums(seed, size, n_terms) for name, (seed, n_terms, size) in EVAL_SETS.items()}
+def eval_sets(specs: dict | None = None) -> dict[str, list[Sum]]:
+    """The held-out evaluation sets of `specs` ({name: (seed, n_terms range, size)}; default EVAL_SETS)."""
+    return {name: sample_sums(seed, size, n_terms) for name, (seed, n_terms, size) in (specs or EVAL_SETS).items()}
 
 
-def held_out() -> frozenset[str]:
-    return frozenset(s.question for sums in eval_sets().values() for s in sums)
+def held_out(specs: dict | None = None) -> frozenset[str]:
+    return frozenset(s.question for sums in eval_sets(specs).values() for s in sums)
 
 
-def train_prompts(seed: int = 0) -> list[Sum]:
-    """The OPD prompt set: the hard range and 10% easy, never a held-out question."""
+def train_prompts(seed: int = 0, specs: dict | None = None) -> list[Sum]:
+    """The OPD prompt set: the hard range and 10% easy, never a question of the evaluation sets `specs`."""
     n_easy = TRAIN_PROMPTS // 10
     sums = sample_sums(10_000 + seed, TRAIN_PROMPTS - n_easy, HARD) + sample_sums(20_000 + seed, n_easy, EASY)
     random.Random(seed).shuffle(sums)
-    banned = held_out()
+    banned = held_out(specs)
     return [s for s in sums if s.question not in banned]
 
 
-def write_task_files(out: Path) -> None:
+def write_task_files(out: Path, specs: dict | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name, sums in {"train": train_prompts(), **eval_sets()}.items():
+    for name, sums in {"train": train_prompts(specs=specs), **eval_sets(specs)}.items():
         rows = [json.dumps({"prompt": s.messages(), "answer": str(s.answer)}) for s in sums]
         (out / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
 
@@ -112,9 +114,11 @@ def prompt_ids(tokenizer, problem: Sum) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False))
 
 
-def encode(tokenizer, problem: Sum, end_id: int) -> tuple[list[int], int]:
+def encode(tokenizer, problem: Sum, end_id: int, solution: str | None = None) -> tuple[list[int], int]:
+    """(prompt + solution + end-of-turn ids, prompt length); `solution` defaults to the problem's own chain."""
     prompt = prompt_ids(tokenizer, problem)
-    return prompt + tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [end_id], len(prompt)
+    text = problem.solution if solution is None else solution
+    return prompt + tokenizer(text, add_special_tokens=False)["input_ids"] + [end_id], len(prompt)
 
 
 def sft_sums(recipe: Recipe, step: int, banned: frozenset[str]) -> list[Sum]:
@@ -143,23 +147,33 @@ def accuracy(model, tokenizer, sums: list[Sum], batch: int = 32, max_new_tokens:
     return correct / len(sums)
 
 
-def build_one(name: str, base: Path, out: Path) -> dict:
-    recipe = RECIPES[name]
+# A response writer: (problem, the step's seeded rng) -> the SFT target text. The real lab's is the plain chain.
+Solution = Callable[[Sum, random.Random], str]
+
+
+def build_one(name: str, base: Path, out: Path, recipe: Recipe | None = None, solution: Solution | None = None,
+              evals: dict[str, list[Sum]] | None = None, eval_tokens: int = 64) -> dict:
+    """SFT `base` by `recipe` (default RECIPES[name]) on the texts `solution` writes, score it greedily on `evals`
+    (default this lab's sets), and save it with its card into out/name."""
+    recipe, evals = recipe or RECIPES[name], evals or eval_sets()
     torch.manual_seed(recipe.seed)
     tokenizer, model = load_tokenizer(str(base)), load_model(str(base))
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")  # the chat template's end of turn, SmolLM2's EOS
     t0 = time.time()
-    banned = held_out()
+    banned = frozenset(s.question for sums in evals.values() for s in sums)
 
     def batch_at(step: int):
-        return pad_batch([encode(tokenizer, s, end_id) for s in sft_sums(recipe, step, banned)], tokenizer.pad_token_id)
+        rng = random.Random(recipe.seed * 7_919 + step)
+        rows = [encode(tokenizer, s, end_id, solution(s, rng) if solution else None)
+                for s in sft_sums(recipe, step, banned)]
+        return pad_batch(rows, tokenizer.pad_token_id)
 
     losses = sft_loop(model, batch_at, steps=recipe.steps, lr=recipe.lr, desc=name, log_every=10, weight_decay=0.0)
     card = {"name": name, "base": str(base), "sft_steps": recipe.steps, "sft_batch": SFT_BATCH, "lr": recipe.lr,
             "mixture": recipe.mixture, "seed": recipe.seed, "first_loss": losses[0], "final_loss": losses[-1],
             "train_s": round(time.time() - t0, 1)}
     t0 = time.time()
-    card.update({f"{k}_acc": accuracy(model, tokenizer, v) for k, v in eval_sets().items()},
+    card.update({f"{k}_acc": accuracy(model, tokenizer, v, max_new_tokens=eval_tokens) for k, v in evals.items()},
                 eval_s=round(time.time() - t0, 1))
     model.save_pretrained(out / name, safe_serialization=True)
     tokenizer.save_pretrained(out / name)

@@ -71,10 +71,10 @@ def require(value, what: str):
 
 
 def entropy_banded_sums(per_token: dict[str, np.ndarray], m_BR: np.ndarray, n_tokens: float) -> dict[str, list]:
-    """overlap_ratio and overlap_mass_teacher per teacher-entropy band (`diagnostics.ENTROPY_BANDS`), and each
+    """The overlap metrics and top-1 agreement per teacher-entropy band (`diagnostics.ENTROPY_BANDS`), and each
     band's share of the tokens (teacher_entropy_share/<band>)."""
     sums = {}
-    for name in ("overlap_ratio", "overlap_mass_teacher"):
+    for name in ("overlap_ratio", "overlap_mass_teacher", "overlap_mass_student", "top1_agreement"):
         banded = diag.sums_by_entropy_band(per_token[name], per_token["entropy_teacher"], m_BR)
         sums |= {f"{name}/teacher_entropy_{band}": [total, count] for band, (total, count) in banded.items()}
     sums |= {f"teacher_entropy_share/{band}": [count, n_tokens] for band, (_, count) in banded.items()}

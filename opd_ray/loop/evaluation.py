@@ -8,6 +8,7 @@ that an actor that dies or hangs during an evaluation is replaced as it would be
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Protocol
 
 from tqdm import tqdm
@@ -67,8 +68,9 @@ def sampled_texts(servers: Servers, prompt_ids: list[list[int]], seeds: list[int
 
 
 def evaluate(servers: Servers, eval_sets: dict[str, list[Example]], verify: Verifier, cfg: OPDConfig,
-             desc: str = "eval") -> dict[str, dict[str, float]]:
-    """{set: {"greedy": accuracy, "avg@k": mean accuracy of k samples per problem}} (avg@k when eval.avg_k)."""
+             desc: str = "eval", outcomes: dict | None = None) -> dict[str, dict[str, float]]:
+    """{set: {"greedy": accuracy, "avg@k": mean accuracy of k samples per problem}} (avg@k when eval.avg_k).
+    `outcomes`, when given, receives {set: [0/1 per problem, greedy]} for paired before/after statistics."""
     k, timeout = cfg.eval.avg_k, cfg.pipeline.rollout_timeout_s
     total = sum(len(examples) for examples in eval_sets.values()) * (1 + k)
     step = CHUNK * len(servers)
@@ -81,6 +83,8 @@ def evaluate(servers: Servers, eval_sets: dict[str, list[Example]], verify: Veri
                 greedy += greedy_texts(servers, [list(ex.prompt_ids) for ex in chunk], timeout)
                 bar.update(len(chunk))
             results[name] = {"greedy": accuracy(verify, examples, greedy)}
+            if outcomes is not None:
+                outcomes[name] = [int(verify(text, ex.answer)) for ex, text in zip(examples, greedy, strict=True)]
             if k:
                 rows = [(i, j) for i in range(len(examples)) for j in range(k)]
                 texts = []
@@ -97,6 +101,30 @@ def gap_recovery(before: float, after: float, teacher: float) -> float:
     """(after - before) / (teacher - before); NaN when the teacher is no better than the student was."""
     gap = teacher - before
     return (after - before) / gap if gap > 0 else float("nan")
+
+
+def binomial_se(p: float, n: int) -> float:
+    """The standard error of an accuracy p measured on n independent problems."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+def paired_stats(before: list[int], after: list[int], teacher: float) -> dict[str, float]:
+    """Before/after accuracy on the same problems: each with its standard error, the paired difference and its
+    standard error (from the per-problem differences, so problems that both runs solve or both miss cancel), the
+    flips each way, and the standard error of gap recovery from the paired difference (the teacher's accuracy taken
+    as fixed: it is measured once, on the same problems)."""
+    n = len(before)
+    if n != len(after) or n < 2:
+        raise ValueError(f"paired statistics need the same problems before and after ({n} and {len(after)})")
+    diffs = [a - b for b, a in zip(before, after)]
+    mean_diff = sum(diffs) / n
+    se_diff = math.sqrt(sum((d - mean_diff) ** 2 for d in diffs) / (n - 1) / n)
+    b, a = sum(before) / n, sum(after) / n
+    gap = teacher - b
+    return {"n": n, "student_before": b, "student_before_se": binomial_se(b, n), "student_after": a,
+            "student_after_se": binomial_se(a, n), "teacher": teacher, "teacher_se": binomial_se(teacher, n),
+            "paired_diff": mean_diff, "paired_diff_se": se_diff, "flips_up": diffs.count(1), "flips_down": diffs.count(-1),
+            "gap_recovery_se": se_diff / gap if gap > 0 else float("nan")}
 
 
 def gap_recoveries(before: dict, after: dict, teacher: dict) -> dict[str, dict[str, float]]:

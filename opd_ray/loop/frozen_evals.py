@@ -23,7 +23,7 @@ from opd_ray.config import teachers
 from opd_ray.data.task import Example
 from opd_ray.models.folders import shared_logit_width, weights_sha256
 
-KEY_VERSION = 1  # bump when the evaluation itself changes (what it measures, how seeds are drawn)
+KEY_VERSION = 2  # 2: the student's results carry per-problem greedy outcomes; bump when the evaluation itself changes (what it measures, how seeds are drawn)
 
 
 def examples_digest(examples: list[Example]) -> str:

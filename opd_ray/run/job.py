@@ -21,7 +21,8 @@ from opd_ray.data.task import Task
 from opd_ray.data.verifiers import get_verifier
 from opd_ray.loop import controller, fleet, frozen_evals, resume, teacher_accounting
 from opd_ray.loop.checkpoint import CheckpointDir
-from opd_ray.loop.evaluation import evaluate, gap_recoveries, greedy_texts, teacher_continuation_advantage
+from opd_ray.loop.evaluation import (evaluate, gap_recoveries, greedy_texts, paired_stats,
+                                     teacher_continuation_advantage)
 from opd_ray.loop.frozen_evals import FrozenEvals
 from opd_ray.loop.prompt_stream import PromptStream
 from opd_ray.objective.losses import diagnostics_k
@@ -50,9 +51,16 @@ def continuation_eval(actors, prepared: Prepared, state: controller.LoopState, c
                                           prepared.tokenizer, get_verifier(task.verifier), cfg.data.continuation_depths)
 
 
-def evaluate_student(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig, desc: str) -> dict:
+def evaluate_student(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig, desc: str,
+                     outcomes: dict | None = None) -> dict:
     return evaluate(guarded(actors, "rollout", state, cfg), prepared.task.eval_sets,
-                    get_verifier(prepared.task.verifier), cfg, desc=desc)
+                    get_verifier(prepared.task.verifier), cfg, desc=desc, outcomes=outcomes)
+
+
+def student_with_outcomes(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig, desc: str) -> dict:
+    """{"results": evaluate's results, "greedy_correct": {set: [0/1 per problem]}} (paired statistics need both)."""
+    outcomes = {}
+    return {"results": evaluate_student(actors, prepared, state, cfg, desc, outcomes), "greedy_correct": outcomes}
 
 
 def evaluate_before(actors, prepared: Prepared, state: controller.LoopState, cfg: OPDConfig, run_dir: Path) -> dict:
@@ -68,9 +76,10 @@ def evaluate_before(actors, prepared: Prepared, state: controller.LoopState, cfg
     continuation = {"role": "continuation", "student": student, "depths": list(cfg.data.continuation_depths),
                     "teacher": frozen_evals.model_parts(primary_teacher, "teacher"),
                     "set": frozen_evals.sets_parts({task.primary: task.eval_sets[task.primary]})}
-    result = {"teacher": evaluate_teachers(actors, prepared, state, cfg, frozen),
-              "student": frozen.measure(frozen.key(**student, sets=frozen_evals.sets_parts(task.eval_sets)),
-                                        lambda: evaluate_student(actors, prepared, state, cfg, "eval student")),
+    student = frozen.measure(frozen.key(**student, sets=frozen_evals.sets_parts(task.eval_sets)),
+                             lambda: student_with_outcomes(actors, prepared, state, cfg, "eval student"))
+    result = {"teacher": evaluate_teachers(actors, prepared, state, cfg, frozen), "student": student["results"],
+              "student_correct": student["greedy_correct"],
               "continuation": frozen.measure(frozen.key(**continuation),
                                              lambda: continuation_eval(actors, prepared, state, cfg))}
     if frozen.saved_s:
@@ -151,7 +160,8 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
                              on_step=lambda s, m: (watch(s, m), starved(s, m), evals(s, m)))
     train_s = time.time() - t_train
     ranks_agree = learner_ranks_agree(actors, cfg)
-    after = evaluate_student(actors, prepared, state, cfg, "eval student")
+    after_correct = {}
+    after = evaluate_student(actors, prepared, state, cfg, "eval student", after_correct)
     continuation_after = continuation_eval(actors, prepared, state, cfg)
     final = ckpt.latest()
     if final is None or final.name != f"step_{state.step}":
@@ -165,7 +175,7 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         "run_dir": str(run_dir),
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
         "actor_nodes_at_start": nodes, "actor_nodes": actors.node_ips(get, cfg.pipeline.startup_timeout_s),
-        "learner_ranks_agree": ranks_agree,
+        "learner_ranks_agree": ranks_agree, "primary_stats": primary_stats(task, ev, after_correct),
     }
     sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)}
              | {"verifier/errors": verifiers.error_count()} | state.health.metrics())  # fleet/*: also the final evaluation's replacements
@@ -185,6 +195,15 @@ def learner_ranks_agree(actors, cfg: OPDConfig) -> bool | None:
         print(f"[opd] the learner ranks' weights differ after training (SHA-256 {[d[:12] for d in digests]})",
               flush=True)
     return len(set(digests)) == 1
+
+
+def primary_stats(task: Task, before: dict, after_correct: dict) -> dict | None:
+    """Standard errors and the paired before/after difference on the primary set (greedy); None for a run
+    directory whose stored before-evaluation predates per-problem outcomes."""
+    correct = before.get("student_correct", {}).get(task.primary)
+    if correct is None:
+        return None
+    return paired_stats(correct, after_correct[task.primary], before["teacher"][task.primary]["greedy"])
 
 
 def summarize(task: Task, before: dict, after: dict) -> dict:
@@ -217,4 +236,10 @@ def final_lines(summary: dict) -> list[str]:
     lines.append(f"[opd] {summary['primary_set']} (greedy): student {summary['student_before']:.3f} -> "
                  f"{summary['student_after']:.3f} (teacher {summary['teacher']:.3f}); gap recovery "
                  f"{percent(summary['gap_recovery'])}; {summary['steps']} steps in {summary['train_s']} s")
+    if stats := summary.get("primary_stats"):
+        lines.append(f"[opd] {summary['primary_set']} on {stats['n']} problems, ± one standard error: before "
+                     f"{stats['student_before']:.3f} ± {stats['student_before_se']:.3f}, after {stats['student_after']:.3f}"
+                     f" ± {stats['student_after_se']:.3f}; paired difference {stats['paired_diff']:+.3f} ± "
+                     f"{stats['paired_diff_se']:.3f} ({stats['flips_up']} up, {stats['flips_down']} down); gap recovery "
+                     f"± {stats['gap_recovery_se']:.1%}")
     return lines

@@ -33,9 +33,19 @@ def evaluations(rows: list[dict]) -> dict[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def fault_free(ray_cluster, tmp_path_factory):
-    summary, rows = run_job(tmp_path_factory.mktemp("job_clean"), "clean-")
+def clean_out(tmp_path_factory):
+    """The fault-free run's run.out_dir: it holds the frozen models' stored evaluations (.frozen_evals)."""
+    return tmp_path_factory.mktemp("job_clean")
+
+
+@pytest.fixture(scope="module")
+def fault_free(ray_cluster, clean_out):
+    summary, rows = run_job(clean_out, "clean-")
     assert 0 < summary["student_before"] < summary["teacher"]  # numbers that a wrong evaluation would change
+    stats = summary["primary_stats"]  # per-problem outcomes before and after, paired on the same 16 problems
+    assert stats["n"] == 16 and stats["student_before"] == summary["student_before"]
+    assert stats["student_after"] == summary["student_after"] and stats["teacher"] == summary["teacher"]
+    assert stats["paired_diff"] == pytest.approx(summary["student_after"] - summary["student_before"])
     return summary, rows
 
 
@@ -55,15 +65,15 @@ def test_an_engine_killed_during_an_evaluation_is_replaced_and_the_numbers_are_t
     assert restarts[-1] == 1  # counted like a failure in a training step (pipeline.max_actor_restarts)
 
 
-def test_a_second_run_reuses_the_frozen_models_evaluations(fault_free, tmp_path, capsys):
-    """Same out_dir, same models, sets and decoding: the teacher's and the starting student's evaluations are read
-    back, not decoded again. Proof: the engine raises if asked to evaluate at version 0 (before training), and the
-    run still finishes, with the first run's numbers."""
-    first, _ = run_job(tmp_path, "reuse1-")
-    assert "reused stored evaluations" not in capsys.readouterr().out
-    second, _ = run_job(tmp_path, "reuse2-", "run.fault=rollout_eval:engine=0,version=0,action=raise")
+def test_a_second_run_reuses_the_frozen_models_evaluations(fault_free, clean_out, capsys):
+    """Same out_dir as the fault-free run, same models, sets and decoding: the teacher's and the starting student's
+    evaluations are read back, not decoded again. Proof: the engine raises if asked to evaluate at version 0 (before
+    training), and the run still finishes, with the first run's numbers."""
+    capsys.readouterr()
+    second, _ = run_job(clean_out, "reuse2-", "run.fault=rollout_eval:engine=0,version=0,action=raise")
     assert "[opd] reused stored evaluations of the frozen models:" in capsys.readouterr().out
-    for key in ("student_before", "teacher", "continuation_before", "student_after", "gap_recovery"):
-        assert json.dumps(second[key]) == json.dumps(first[key]) == json.dumps(fault_free[0][key]), key
+    for key in ("student_before", "teacher", "continuation_before", "student_after", "gap_recovery", "primary_stats"):
+        assert json.dumps(second[key]) == json.dumps(fault_free[0][key]), key
     with pytest.raises(Exception, match="injected fault at rollout_eval"):  # and without reuse it would have run
-        run_job(tmp_path, "reuse3-", "run.fault=rollout_eval:engine=0,version=0,action=raise", "eval.reuse_frozen=false")
+        run_job(clean_out, "reuse3-", "run.fault=rollout_eval:engine=0,version=0,action=raise",
+                "eval.reuse_frozen=false")

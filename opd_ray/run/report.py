@@ -22,6 +22,10 @@ FIGURES = {  # file stem -> (title, what a reader should look for)
                 "Overlap ratio |S_p ∩ S_q|/k (Eq. 6) and the probability mass each model puts on the shared tokens "
                 "(App. B.1). The paper's mechanism: successful OPD raises the overlap, and the shared tokens carry "
                 "97-99% of the mass. Top-1 agreement: the student's most likely token is the teacher's."),
+    "overlap_by_entropy": ("Top-k overlap by the teacher's entropy at the position (ours)",
+                           "The overlap metrics split by the teacher's entropy (nats): where it is sure (< 0.1) ranks "
+                           "2..k hold almost no mass and their overlap is noise; where it spreads its mass (>= 1) the "
+                           "paper's mechanism has room to move. Each panel gives the band's share of the tokens."),
     "entropy": ("Entropy at student-visited states",
                 "Student and teacher entropy (nats per token) and their gap |H(q) - H(p)| (Eq. 8). A student far "
                 "more uncertain (or more collapsed) than the teacher has not aligned yet."),
@@ -126,6 +130,22 @@ def figure_overlap(plt, run: RunData, window: int):
                          "overlap_mass_teacher": "teacher overlap mass", "top1_agreement": "top-1 agreement"},
                window, "fraction")
     ax.set_ylim(0, 1.02)
+    return fig
+
+
+BANDS = {"lt0.1": "teacher entropy < 0.1", "0.1to1": "0.1 to 1", "ge1": "≥ 1 nat"}  # diagnostics.ENTROPY_BANDS
+
+
+def figure_overlap_by_entropy(plt, run: RunData, window: int):
+    fig, axes = plt.subplots(1, len(BANDS), figsize=(13, 4), sharey=True)
+    for ax, (band, label) in zip(axes, BANDS.items()):
+        plot_lines(ax, run, {f"overlap_ratio/teacher_entropy_{band}": "overlap ratio",
+                             f"overlap_mass_student/teacher_entropy_{band}": "student overlap mass",
+                             f"overlap_mass_teacher/teacher_entropy_{band}": "teacher overlap mass",
+                             f"top1_agreement/teacher_entropy_{band}": "top-1 agreement"}, window, "fraction")
+        _, share = run.series(f"teacher_entropy_share/{band}")
+        ax.set_title(f"{label}: {share.mean():.1%} of tokens" if len(share) else label, fontsize=9)
+        ax.set_ylim(0, 1.02)
     return fig
 
 
@@ -255,6 +275,8 @@ def write_report(run_dir: Path, compare: list[Path] = (), window: int = 9) -> Pa
     pngs = {}
     if teacher_names(run):
         makers["teachers"] = figure_teachers
+    if len(run.series("teacher_entropy_share/lt0.1")[0]):  # a teacher that ships entropies
+        makers["overlap_by_entropy"] = figure_overlap_by_entropy
     for stem, make in makers.items():
         fig = make(plt, run, window)
         pngs[stem] = save(fig, plt, out / f"{stem}.png", FIGURES[stem][0])

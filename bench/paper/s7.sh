@@ -3,7 +3,7 @@
 # starter-lab pair (make starter-lab), where a starter slot holds 16 real options, 40 steps each, the overlap
 # measured at k = 16 in every arm (objective.diagnostics_k). The top-16 arm at seed 0 is S4's main run
 # (bench/paper/s4.sh); this script runs the other arms named in RUNS and summarises every arm found under
-# runs/paper/ into bench/results/paper_s7.json.
+# runs/paper/ into a new JSON file in bench/results/ (paper_s7).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}

@@ -59,6 +59,7 @@ def run_on_two_nodes(tiny_lab: str, out: str) -> None:
     cluster.shutdown()
 
 
+@pytest.mark.slow  # a second Ray cluster of three nodes and a whole run, ~40 s: the slow tier, which CI runs
 def test_roles_land_on_the_nodes_the_config_asks_for(tiny_lab, tmp_path):
     code = f"from tests.actors.test_placement import run_on_two_nodes; run_on_two_nodes({str(tiny_lab)!r}, " \
            f"{str(tmp_path)!r})"

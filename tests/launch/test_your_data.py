@@ -29,7 +29,7 @@ def run_dir_of(out) -> "Path":  # noqa: F821
     return run_dir
 
 
-@pytest.mark.parametrize("verifier", ["math", "exact"])
+@pytest.mark.parametrize("verifier", ["math", pytest.param("exact", marks=pytest.mark.slow)])  # exact: the slow tier
 def test_opd_job_on_a_jsonl_dataset_with_two_evaluation_sets(ray_cluster, tiny_smol, tmp_path, capsys, verifier):
     out = tmp_path / "runs"
     assert opd_job.main(dataset_args(tiny_smol, out, f"data.verifier={verifier}")) == 0

@@ -1,6 +1,8 @@
 """The lab's teachers for the paper's failure conditions: their cards and the chain-of-thought they write."""
 import json
 
+import pytest
+
 from opd_ray.lab.task import Problem, verify
 from opd_ray.models.loading import load_model, load_tokenizer
 from opd_ray.models.sampling import decode_responses, sample
@@ -37,6 +39,7 @@ def test_incompatible_teacher_is_as_capable_but_thinks_right_to_left():
     assert greedy("teacher", p.prompt) == p.solution
 
 
+@pytest.mark.slow  # ~31 s of SFT: the slow tier, which CI runs
 def test_build_fine_tunes_the_incompatible_teacher_from_the_teacher(tmp_path):
     """`make lab`'s two phases at a tiny step count: the fine-tune waits for, and starts from, its base."""
     import subprocess

@@ -21,6 +21,6 @@ for name in $RUNS; do
   HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $PY launch/opd_job.py --config configs/smollm2_starters.yaml \
     run.name="s7-$name" run.out_dir=runs/paper ${ARGS[$name]}
 done
-latest() { ls -d runs/paper/"$1"-* 2>/dev/null | tail -1; }
+latest() { ls -d runs/paper/"$1"-* 2>/dev/null | tail -1 || true; }  # an arm not run is left out
 mapfile -t DIRS < <(for name in s4-main s7-top1 s7-top4 s7-top16_seed1 s7-sampled s7-sampled_seed1; do latest "$name"; done | grep .)
 (cd bench && ../$PY summarize_runs.py "${DIRS[@]/#/../}" --json results/paper_s7.json)

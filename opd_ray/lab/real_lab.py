@@ -152,9 +152,11 @@ Solution = Callable[[Sum, random.Random], str]
 
 
 def build_one(name: str, base: Path, out: Path, recipe: Recipe | None = None, solution: Solution | None = None,
-              evals: dict[str, list[Sum]] | None = None, eval_tokens: int = 64) -> dict:
+              evals: dict[str, list[Sum]] | None = None, eval_tokens: int = 64,
+              card_extra: Callable[[Path], dict] | None = None) -> dict:
     """SFT `base` by `recipe` (default RECIPES[name]) on the texts `solution` writes, score it greedily on `evals`
-    (default this lab's sets), and save it with its card into out/name."""
+    (default this lab's sets), and save it with its card into out/name; `card_extra(saved folder)` adds to the
+    card before it is written (the card marks the build done)."""
     recipe, evals = recipe or RECIPES[name], evals or eval_sets()
     torch.manual_seed(recipe.seed)
     tokenizer, model = load_tokenizer(str(base)), load_model(str(base))
@@ -177,6 +179,7 @@ def build_one(name: str, base: Path, out: Path, recipe: Recipe | None = None, so
                 eval_s=round(time.time() - t0, 1))
     model.save_pretrained(out / name, safe_serialization=True)
     tokenizer.save_pretrained(out / name)
+    card |= card_extra(out / name) if card_extra else {}
     (out / name / "lab_card.json").write_text(json.dumps(card, indent=2) + "\n")  # last: marks the build done
     return card
 
@@ -191,11 +194,16 @@ def main() -> None:
         raise SystemExit(f"--base {args.base}: no HF model there; run `make real-models` first")
     torch.set_num_threads(2)
     write_task_files(args.out / "sums_chat")
-    for name in args.only:
-        if (args.out / name / "lab_card.json").exists():
-            print(f"{name}: exists in {args.out / name}, skipped")
+    build_missing(args.out, args.only, lambda name: build_one(name, args.base, args.out))
+
+
+def build_missing(out: Path, names, build: Callable[[str], dict]) -> None:
+    """`build(name)` each model in order whose folder under `out` holds no card yet, printing its card's scores."""
+    for name in names:
+        if (out / name / "lab_card.json").exists():
+            print(f"{name}: exists in {out / name}, skipped")
             continue
-        card = build_one(name, args.base, args.out)
+        card = build(name)
         print(f"{name}: easy {card['easy_acc']:.3f}  hard {card['hard_acc']:.3f}  "
               f"(SFT {card['train_s']} s, eval {card['eval_s']} s)")
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from opd_ray.lab.real_lab import EASY, HARD, Recipe, Sum, build_one, eval_sets, prompt_ids, write_task_files
+from opd_ray.lab.real_lab import (EASY, HARD, Recipe, Sum, build_missing, build_one, eval_sets, prompt_ids,
+                                  write_task_files)
 from opd_ray.lab.task import running_sum_steps
 from opd_ray.models.loading import load_model, load_tokenizer
 
@@ -90,10 +91,8 @@ def pair_overlap(student: dict, teacher: dict) -> float:
 def build(name: str, base: Path, out: Path) -> dict:
     recipe, own, parent = RECIPES[name]
     evals = {k: v[: CARD_EVAL[k]] for k, v in eval_sets(EVAL_SETS).items()}
-    card = build_one(name, out / parent if parent else base, out, recipe, starter_solution(own), evals, EVAL_TOKENS)
-    card |= {"starter_set": list(own), **starter_distribution(out / name)}
-    (out / name / "lab_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    return build_one(name, out / parent if parent else base, out, recipe, starter_solution(own), evals, EVAL_TOKENS,
+                     card_extra=lambda folder: {"starter_set": list(own), **starter_distribution(folder)})
 
 
 def main() -> None:
@@ -105,13 +104,8 @@ def main() -> None:
         raise SystemExit(f"--base {args.base}: no HF model there; run `make real-models` first")
     torch.set_num_threads(2)
     write_task_files(args.out / TASK_DIR, EVAL_SETS)
-    for name in RECIPES:  # the student first: the teacher continues from it
-        if (args.out / name / "lab_card.json").exists():
-            print(f"{name}: exists in {args.out / name}, skipped")
-            continue
-        card = build(name, args.base, args.out)
-        print(f"{name}: easy {card['easy_acc']:.3f}  hard {card['hard_acc']:.3f}  starter mass "
-              f"{card['starter_mass']:.3f}  (SFT {card['train_s']} s, eval {card['eval_s']} s)")
+    # in order: the teacher continues from the student
+    build_missing(args.out, RECIPES, lambda name: build(name, args.base, args.out))
     cards = [json.loads((args.out / name / "lab_card.json").read_text()) for name in RECIPES]
     pair = {"top16_overlap_first_position": pair_overlap(*cards), "by_construction": len(
         set(STUDENT_SET) & set(TEACHER_SET)) / 16}

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 from tqdm import tqdm
 
 from opd_ray.config.schema import OPDConfig
+from opd_ray.data.line_checks import PrefixCheck
 from opd_ray.data.task import Example, Verifier, accuracy
 from opd_ray.models.sampling import trajectory_seed
 from opd_ray.runtime.remote import get
@@ -117,13 +118,13 @@ def paired_stats(before: list[int], after: list[int], teacher: float) -> dict[st
     if n != len(after) or n < 2:
         raise ValueError(f"paired statistics need the same problems before and after ({n} and {len(after)})")
     diffs = [a - b for b, a in zip(before, after)]
-    mean_diff = sum(diffs) / n
-    se_diff = math.sqrt(sum((d - mean_diff) ** 2 for d in diffs) / (n - 1) / n)
+    mean_diff, se_diff = mean(diffs), sem(diffs)
     b, a = sum(before) / n, sum(after) / n
     gap = teacher - b
     return {"n": n, "student_before": b, "student_before_se": binomial_se(b, n), "student_after": a,
             "student_after_se": binomial_se(a, n), "teacher": teacher, "teacher_se": binomial_se(teacher, n),
-            "paired_diff": mean_diff, "paired_diff_se": se_diff, "flips_up": diffs.count(1), "flips_down": diffs.count(-1),
+            "paired_diff": mean_diff, "paired_diff_se": se_diff, "flips_up": diffs.count(1),
+            "flips_down": diffs.count(-1),
             "gap_recovery_se": se_diff / gap if gap > 0 else float("nan")}
 
 
@@ -131,6 +132,30 @@ def gap_recoveries(before: dict, after: dict, teacher: dict) -> dict[str, dict[s
     """Gap recovery per evaluation set and per measure (greedy, avg@k)."""
     return {name: {m: gap_recovery(before[name][m], after[name][m], teacher[name][m]) for m in after[name]}
             for name in after}
+
+
+def continuation_outcomes(student: Generate, teacher: Generate, examples: list[Example], tokenizer,
+                          verify: Verifier, depths: list[float], slipped: PrefixCheck | None = None) -> dict:
+    """Per problem (the verifier's reward, 0/1 for the built-in verifiers): the student's own greedy outcome, and at
+    each depth d the outcome when the student's greedy response is cut after a fraction d of its tokens and the
+    teacher continues; with a `slipped` check, also whether the cut prefix already held an error (0/1).
+    Returns {"student": [...], "continued": {d: [...]}, "slipped": {d: [...]}}."""
+    prompt_ids = [list(ex.prompt_ids) for ex in examples]
+    responses = student(prompt_ids)
+    out = {"student": [float(verify(text, ex.answer)) for ex, text in zip(examples, responses)], "continued": {},
+           "slipped": {}}
+    for depth in depths:
+        prefixes = []
+        for text in responses:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            prefixes.append(ids[: int(len(ids) * depth)])
+        continued = teacher([p + prefix for p, prefix in zip(prompt_ids, prefixes)])
+        texts = [tokenizer.decode(prefix, skip_special_tokens=True) for prefix in prefixes]
+        out["continued"][depth] = [float(verify(t + rest, ex.answer))
+                                   for t, rest, ex in zip(texts, continued, examples)]
+        if slipped is not None:
+            out["slipped"][depth] = [int(slipped(t, ex.prompt)) for t, ex in zip(texts, examples)]
+    return out
 
 
 def teacher_continuation_advantage(student: Generate, teacher: Generate, examples: list[Example], tokenizer,
@@ -141,15 +166,45 @@ def teacher_continuation_advantage(student: Generate, teacher: Generate, example
     A large positive value at depth d means the teacher still knows how to finish from where the student is:
     there is capability left to distil at those states. Depth 0 is the teacher answering alone.
     """
-    prompt_ids = [list(ex.prompt_ids) for ex in examples]
-    responses = student(prompt_ids)
-    out = {"student_accuracy": accuracy(verify, examples, responses)}
-    for depth in depths:
-        prefixes = []
-        for text in responses:
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            prefixes.append(ids[: int(len(ids) * depth)])
-        continued = teacher([p + prefix for p, prefix in zip(prompt_ids, prefixes)])
-        full = [tokenizer.decode(prefix, skip_special_tokens=True) + rest for prefix, rest in zip(prefixes, continued)]
-        out[f"depth_{depth:g}"] = accuracy(verify, examples, full) - out["student_accuracy"]
-    return out
+    return advantage_means(continuation_outcomes(student, teacher, examples, tokenizer, verify, depths))
+
+
+def advantage_means(outcomes: dict) -> dict[str, float]:
+    """{"student_accuracy": ..., "depth_<d>": teacher-continued accuracy minus the student's, per depth}."""
+    n = len(outcomes["student"])
+    student = sum(outcomes["student"]) / n
+    return {"student_accuracy": student} | {f"depth_{d:g}": sum(c) / n - student
+                                            for d, c in outcomes["continued"].items()}
+
+
+def depth_decay(outcomes: dict) -> dict:
+    """The continuation advantage against depth, with standard errors from the per-problem differences (the same
+    problems at every depth): per depth the advantage ± SE and, where measured, the share of prefixes that had
+    already slipped ± SE; and the least-squares slope of advantage on depth ± SE. The slope's SE comes from each
+    problem's own slope across the depths (the depths share problems, so their means are not independent)."""
+    student, depths = outcomes["student"], sorted(outcomes["continued"])
+    n = len(student)
+    if n < 2 or len(depths) < 2:
+        raise ValueError(f"a depth decay needs >= 2 problems and >= 2 depths ({n} and {len(depths)})")
+    diffs = {d: [c - s for c, s in zip(outcomes["continued"][d], student)] for d in depths}
+    mean_d = sum(depths) / len(depths)
+    sxx = sum((d - mean_d) ** 2 for d in depths)
+    slopes = [sum((d - mean_d) * diffs[d][i] for d in depths) / sxx for i in range(n)]
+    per_depth = {}
+    for d in depths:
+        per_depth[f"{d:g}"] = {"advantage": mean(diffs[d]), "advantage_se": sem(diffs[d])}
+        if d in outcomes["slipped"]:
+            share = mean(outcomes["slipped"][d])
+            per_depth[f"{d:g}"] |= {"slipped_share": share, "slipped_share_se": binomial_se(share, n)}
+    return {"n": n, "student_accuracy": mean(student), "depths": per_depth, "slope": mean(slopes),
+            "slope_se": sem(slopes)}
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def sem(xs: list[float]) -> float:
+    """The standard error of the mean of xs (sample standard deviation over sqrt(n))."""
+    m = mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))

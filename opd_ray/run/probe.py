@@ -47,7 +47,8 @@ from opd_ray.config.schema import OPDConfig
 from opd_ray.data.rows import DataError
 from opd_ray.data.task import Example, Verifier, accuracy
 from opd_ray.data.verifiers import get_verifier
-from opd_ray.loop.evaluation import teacher_continuation_advantage
+from opd_ray.data.line_checks import PREFIX_CHECKS
+from opd_ray.loop.evaluation import advantage_means, continuation_outcomes, depth_decay
 from opd_ray.models.contract import pair_checks
 from opd_ray.models.folders import shared_logit_width
 from opd_ray.models.loading import eos_token_ids, load_model, load_tokenizer, model_options, torch_dtype
@@ -80,6 +81,11 @@ class ProbeSettings:
     # max |log p_sampler - log p_scorer| per token for the student-vs-itself test; 0: by model.dtype (SELF_TEST_TOL)
     self_test_tol: float = 0.0
     depths: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    # a line-level check of the student's cut prefixes (opd_ray/data/line_checks.py; "" for none): the report then
+    # gives the share of prefixes that had already slipped at each depth, beside the advantage (the paper's S8)
+    prefix_check: str = ""
+    # probe on the first n_prompts problems of this evaluation set ("": the OPD prompts the teacher would score)
+    eval_set: str = ""
     # torch CPU threads while probing: tiny lab models are fastest on one, and on a shared machine more threads
     # spin-wait (measured: 2.4 s with 1 thread vs 91 s with 2 on a loaded 2-core machine)
     threads: int = 1
@@ -97,6 +103,8 @@ class ProbeReport:
     n_prompts: int
     k: int
     seconds: float
+    # the continuation advantage against depth: per depth ± SE (and the slipped share), the slope ± SE
+    depth_decay: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -246,7 +254,7 @@ def decide(contract: dict, metrics: dict, continuation: dict, settings: ProbeSet
 def run_probe(cfg: OPDConfig, settings: ProbeSettings = ProbeSettings(), prompts: list[Example] | None = None,
               teacher: str = teachers.DEFAULT) -> ProbeReport:
     """The Python API: probe cfg.model.teacher against cfg.model.student on `prompts` (default: the first
-    `settings.n_prompts` of the run's OPD prompts routed to `teacher`). `cfg` is that teacher's view
+    `settings.n_prompts` of the run's OPD prompts routed to `teacher`, or of the evaluation set settings.eval_set). `cfg` is that teacher's view
     (opd_ray/config/teachers.py): a one-teacher config is its own."""
     t0, threads = time.time(), torch.get_num_threads()
     torch.set_num_threads(settings.threads)
@@ -267,7 +275,11 @@ def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[Example] |
     torch.manual_seed(cfg.run.seed)
     s_tok, t_tok = (load_tokenizer(p, cfg.model.trust_remote_code) for p in (cfg.model.student, cfg.model.teacher))
     task = build_task(cfg, s_tok)
-    own = [ex for ex in task.train if ex.teacher == teacher]  # the rows OPD would send to this teacher
+    if settings.eval_set and settings.eval_set not in task.eval_sets:
+        raise DataError(f"--eval-set: no evaluation set {settings.eval_set!r}; this run's are "
+                        f"{', '.join(task.eval_sets)}")
+    own = task.eval_sets[settings.eval_set] if settings.eval_set else [
+        ex for ex in task.train if ex.teacher == teacher]  # the rows OPD would send to this teacher
     prompts = prompts if prompts is not None else own[: settings.n_prompts]
     if not prompts:
         raise ValueError("prompts: the probe needs at least one prompt")
@@ -279,19 +291,21 @@ def _run_probe(cfg: OPDConfig, settings: ProbeSettings, prompts: list[Example] |
         metrics = {name: float("nan") for name in ("overlap_ratio", "overlap_mass_student", "overlap_mass_teacher",
                                                     "overlap_share_student", "overlap_share_teacher",
                                                     "top1_agreement", "reverse_kl", "entropy_gap")}
-        continuation = {"student_accuracy": float("nan"), "depth_0": float("nan")}
+        continuation, decay = {"student_accuracy": float("nan"), "depth_0": float("nan")}, {}
     else:
         tol = settings.self_test_tol or SELF_TEST_TOL[torch_dtype(cfg.model.dtype)]
         metrics, contract["self_test"] = rollout_metrics(s_model, t_model, s_tok, prompts, verify, cfg, tol)
         n = cfg.rollout.max_new_tokens
-        continuation = teacher_continuation_advantage(greedy_generator(s_model, s_tok, n, cfg),
-                                                      greedy_generator(t_model, s_tok, n, cfg), prompts, s_tok,
-                                                      verify, settings.depths)
+        outcomes = continuation_outcomes(greedy_generator(s_model, s_tok, n, cfg),
+                                         greedy_generator(t_model, s_tok, n, cfg), prompts, s_tok, verify,
+                                         settings.depths, PREFIX_CHECKS.get(settings.prefix_check))
+        continuation = advantage_means(outcomes)
+        decay = depth_decay(outcomes) if len(prompts) > 1 and len(settings.depths) > 1 else {}
         metrics.update(first_disagreement_advantage(s_model, t_model, s_tok, prompts, verify, cfg))
     verdict, conditions = decide(contract, metrics, continuation, settings)
     return ProbeReport(verdict, conditions, metrics, continuation, contract, shown_path(cfg.model.student),
                        shown_path(cfg.model.teacher), len(prompts), diagnostics_k(cfg.objective),
-                       round(time.time() - t0, 1))
+                       round(time.time() - t0, 1), decay)
 
 
 def shown_path(path: str) -> str:
@@ -321,11 +335,23 @@ def render(report: ProbeReport) -> str:
                              "gain from OPD. Use a teacher post-trained beyond the student (e.g. by RL).",
         "contract_violation": "contract violation: fix the pairing before training (see the BAD lines).",
     }
+    if report.depth_decay:
+        lines.append(f"  depth decay: {render_decay(report.depth_decay)}")
     lines.append(f"verdict: {report.verdict} -- {advice[report.verdict]}")
     if report.verdict == "ok" and report.conditions["new_capability"].get("shown_by") == "local":
         lines.append("  note: new capability shows locally only: the teacher corrects the student at its own states "
                      "but solves few more problems alone; its own errors can transfer too (docs/recipes.md §2)")
     return "\n".join(lines)
+
+
+def render_decay(decay: dict) -> str:
+    """One line: the advantage ± SE at each depth (with the slipped share where checked), then the slope ± SE."""
+    parts = []
+    for depth, row in decay["depths"].items():
+        slipped = f", slipped {row['slipped_share']:.2f}" if "slipped_share" in row else ""
+        parts.append(f"{depth}: {row['advantage']:+.3f} ± {row['advantage_se']:.3f}{slipped}")
+    return (f"{'; '.join(parts)}; slope {decay['slope']:+.3f} ± {decay['slope_se']:.3f} per unit depth "
+            f"({decay['n']} prompts)")
 
 
 # ---------------------------------------------------------------- CLI
@@ -337,10 +363,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      + ", 2 bad input")
     parser.add_argument("--config", default="configs/lab_cpu.yaml", help="run config: models, k, temperatures, data")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. model.teacher=PATH")
-    parser.add_argument("--prompts-file", help="one prompt per line (default: the config's OPD prompt set)")
+    parser.add_argument("--eval-set", default="", help="probe on the first --n-prompts problems of this held-out "
+                        "evaluation set (data.eval_files) instead of the OPD prompts the teacher would score")
     parser.add_argument("--n-prompts", type=int, default=ProbeSettings.n_prompts)
     parser.add_argument("--depths", type=float, nargs="+", default=ProbeSettings().depths,
                         help="prefix depths (fractions of the student's response) for the continuation advantage")
+    parser.add_argument("--prefix-check", choices=sorted(PREFIX_CHECKS), default="",
+                        help="also report the share of the student's cut prefixes that already hold an error")
     parser.add_argument("--min-overlap-mass", type=float, default=ProbeSettings.min_overlap_mass)
     parser.add_argument("--min-advantage", type=float, default=ProbeSettings.min_advantage,
                         help="condition (ii), global: teacher-continuation advantage at depth 0")
@@ -356,15 +385,12 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}")
         return 2
-    prompts = None
-    if args.prompts_file:
-        with open(args.prompts_file) as f:
-            prompts = [line.rstrip("\n") for line in f if line.strip()][: args.n_prompts]
     settings = ProbeSettings(n_prompts=args.n_prompts, min_overlap_mass=args.min_overlap_mass,
                              min_advantage=args.min_advantage, min_local_advantage=args.min_local_advantage,
-                             depths=list(args.depths), threads=args.threads)
+                             depths=list(args.depths), prefix_check=args.prefix_check, eval_set=args.eval_set,
+                             threads=args.threads)
     try:
-        reports = probe_teachers(cfg, settings, prompts)
+        reports = probe_teachers(cfg, settings)
     except DataError as err:  # a bad row of the config's data: one line, as the job says it
         print(f"error: {err}")
         return 2

@@ -6,7 +6,6 @@ exactly once, and the loss and metrics are finite.
 import math
 
 import numpy as np
-import pytest
 import ray
 
 from opd_ray.loop import controller
@@ -62,29 +61,6 @@ def test_opd_steps_through_all_actors(ray_cluster, tiny_lab, tmp_path):
     for name, value in served.items():
         np.testing.assert_array_equal(exported[name].numpy(), value, err_msg=name)
     actors.kill()  # and give back the learner's placement group (two ranks), which outlives the actors' handles
-
-
-@pytest.mark.vllm
-def test_opd_steps_with_vllm_engines(ray_cluster, tiny_lab, tmp_path):
-    """The same loop with a vLLM rollout engine and a vLLM teacher (make test-vllm)."""
-    cfg = tiny_cfg(tiny_lab, "run.steps=2", "data.prompts_per_step=8", "rollout.backend=vllm",
-                   "teacher.backend=vllm", "learner.cpus_per_rank=0.5")
-    actors, state, seen = train_with_actors(cfg, tmp_path, "vllm-")
-    assert state.step == 2 and state.consumed.count == 16
-    assert ray.get(actors.rollouts[0].policy_version.remote()) == 2
-    assert all(math.isfinite(m["loss"]) and math.isfinite(m["overlap_ratio"]) for m in seen)
-
-    # the learner's HF export loads in transformers and in vLLM, and both decode the same greedy tokens
-    from opd_ray.engines.hf_rollout import HFRollout
-    from opd_ray.engines.vllm_engines import VLLMRollout
-    from opd_ray.lab.task import sample_problems
-
-    export = tmp_path / "export"
-    remote.get(actors.learners.save_pretrained_refs(str(export), str(tiny_lab / "student")), 120, "learner")
-    kw = dict(max_new_tokens=16, temperature=1.0, top_k=4, run_seed=0)
-    hf, vl = HFRollout(str(export), **kw), VLLMRollout(str(export), **kw)
-    prompts = [hf.tokenizer(p.prompt)["input_ids"] for p in sample_problems(3, 16, (2, 5))]
-    assert hf.greedy(prompts) == vl.greedy(prompts)
 
 
 def test_pipelined_rollouts_respect_max_staleness(ray_cluster, tiny_lab, tmp_path):

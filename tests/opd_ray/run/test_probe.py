@@ -23,13 +23,28 @@ def test_teacher_as_its_own_student_has_nothing_to_teach(tiny_lab, capsys):
     """Same model on both sides: the contract holds, KL is 0, overlap is total, and there is no advantage."""
     code = cli_main(["probe", "--config", str(CONFIG), f"model.student={tiny_lab / 'student'}",
                      f"model.teacher={tiny_lab / 'student'}", SHORT, "--n-prompts", "16", "--depths", "0", "0.5",
-                     "--json"])
+                     "--prefix-check", "sum_chain", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"] in VERDICTS and report["verdict"] == "no_new_capability"
     assert code == EXIT_STATUS["no_new_capability"] == 3  # `opd-ray probe ... && ray job submit ...` stops here
     assert all(c["pass"] for c in report["contract"].values())
     assert abs(report["metrics"]["reverse_kl"]) < 1e-4 and report["metrics"]["overlap_share_student"] > 0.99
     assert report["continuation"]["depth_0"] == 0.0
+    # greedy continuations of its own prefixes are its own answers: no advantage at any depth, a flat decay
+    decay = report["depth_decay"]
+    assert decay["n"] == 16 and decay["slope"] == decay["slope_se"] == 0.0
+    assert [row["advantage"] for row in decay["depths"].values()] == [0.0, 0.0]
+    assert all(0 <= row["slipped_share"] <= 1 for row in decay["depths"].values())
+
+
+def test_the_probe_runs_on_a_held_out_evaluation_set_and_names_a_missing_one(tiny_lab, capsys):
+    pair = [f"model.student={tiny_lab / 'student'}", f"model.teacher={tiny_lab / 'teacher'}", SHORT]
+    code = cli_main(["probe", "--config", str(CONFIG), *pair, "--eval-set", "nope"])
+    assert code == 2 and capsys.readouterr().out.strip() == \
+        "error: --eval-set: no evaluation set 'nope'; this run's are hard, easy"
+    cfg = load_config(CONFIG, pair)
+    report = run_probe(cfg, ProbeSettings(n_prompts=8, depths=[0.0, 0.5], eval_set="easy"))
+    assert report.n_prompts == 8 and report.depth_decay["n"] == 8
 
 
 def test_the_self_test_holds_in_bfloat16_at_its_own_tolerance():

@@ -10,7 +10,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VENV_VARS := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 
-.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab lab-mopd real-models real-lab starter-lab bench gpu-wheels clean
+.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab lab-mopd real-models real-lab starter-lab family-c bench gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -81,6 +81,9 @@ real-lab: real-models  ## SmolLM2 teacher + student for configs/smollm2_cpu.yaml
 
 starter-lab: real-models  ## SmolLM2 pair with a 16-way sentence-starter slot (configs/smollm2_starters.yaml; ~45 min)
 	$(ENV) $(PY) -m opd_ray.lab.starter_lab --base models/SmolLM2-135M-Instruct --out models
+
+family-c: real-models  ## S2/S8's family: SmolLM2 cut to 12 layers + two full-size teachers (configs/familyc_*.yaml; ~2.5 h, in steps)
+	$(ENV) $(PY) -m opd_ray.lab.family_c --base models/SmolLM2-135M-Instruct --out models $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) $(VVENV) runs .pytest_cache

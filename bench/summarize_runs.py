@@ -44,6 +44,7 @@ def summarize(run_dir: Path) -> dict:
         row[key] = [round(float(values[:tenth].mean()), 4), round(float(values[-tenth:].mean()), 4)] if len(values) else None
     row["windows"] = {key: windows(run, key) for key in COLUMNS + BANDED}
     row["primary_stats"] = s.get("primary_stats")
+    row["paired_stats"] = s.get("paired_stats")  # every evaluation set's (S2 reads D and D' both)
     return row
 
 

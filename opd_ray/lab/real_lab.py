@@ -47,6 +47,7 @@ class Recipe:
     steps: int
     lr: float
     seed: int
+    terms: tuple[int, int] = (10, 99)  # each term's range: two digits in the real lab
 
 
 RECIPES = {
@@ -78,14 +79,16 @@ class Sum:
         return [{"role": "user", "content": self.question}]
 
 
-def sample_sums(seed: int, count: int, n_terms: tuple[int, int]) -> list[Sum]:
+def sample_sums(seed: int, count: int, n_terms: tuple[int, int], terms: tuple[int, int] = (10, 99)) -> list[Sum]:
     rng = random.Random(seed)
-    return [Sum(tuple(rng.randint(10, 99) for _ in range(rng.randint(*n_terms)))) for _ in range(count)]
+    return [Sum(tuple(rng.randint(*terms) for _ in range(rng.randint(*n_terms)))) for _ in range(count)]
 
 
 def eval_sets(specs: dict | None = None) -> dict[str, list[Sum]]:
-    """The held-out evaluation sets of `specs` ({name: (seed, n_terms range, size)}; default EVAL_SETS)."""
-    return {name: sample_sums(seed, size, n_terms) for name, (seed, n_terms, size) in (specs or EVAL_SETS).items()}
+    """The held-out evaluation sets of `specs` ({name: (seed, n_terms range, size[, term range])}; default
+    EVAL_SETS)."""
+    return {name: sample_sums(seed, size, n_terms, *terms) for name, (seed, n_terms, size, *terms)
+            in (specs or EVAL_SETS).items()}
 
 
 def held_out(specs: dict | None = None) -> frozenset[str]:
@@ -101,9 +104,11 @@ def train_prompts(seed: int = 0, specs: dict | None = None) -> list[Sum]:
     return [s for s in sums if s.question not in banned]
 
 
-def write_task_files(out: Path, specs: dict | None = None) -> None:
+def write_task_files(out: Path, specs: dict | None = None, train: list[Sum] | None = None) -> None:
+    """train.jsonl (`train`, default train_prompts) and one file per evaluation set of `specs` into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, sums in {"train": train_prompts(specs=specs), **eval_sets(specs)}.items():
+    for name, sums in {"train": train if train is not None else train_prompts(specs=specs),
+                       **eval_sets(specs)}.items():
         rows = [json.dumps({"prompt": s.messages(), "answer": str(s.answer)}) for s in sums]
         (out / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
 
@@ -129,7 +134,7 @@ def sft_sums(recipe: Recipe, step: int, banned: frozenset[str]) -> list[Sum]:
     batch = []
     while len(batch) < SFT_BATCH:
         n_terms = rng.choices([r for _, r in recipe.mixture], weights)[0]
-        s = Sum(tuple(rng.randint(10, 99) for _ in range(rng.randint(*n_terms))))
+        s = Sum(tuple(rng.randint(*recipe.terms) for _ in range(rng.randint(*n_terms))))
         if s.question not in banned:
             batch.append(s)
     return batch
@@ -153,16 +158,19 @@ Solution = Callable[[Sum, random.Random], str]
 
 def build_one(name: str, base: Path, out: Path, recipe: Recipe | None = None, solution: Solution | None = None,
               evals: dict[str, list[Sum]] | None = None, eval_tokens: int = 64,
-              card_extra: Callable[[Path], dict] | None = None) -> dict:
+              card_extra: Callable[[Path], dict] | None = None, plateau_steps: tuple[int, ...] = (),
+              banned: frozenset[str] | None = None) -> dict:
     """SFT `base` by `recipe` (default RECIPES[name]) on the texts `solution` writes, score it greedily on `evals`
     (default this lab's sets), and save it with its card into out/name; `card_extra(saved folder)` adds to the
-    card before it is written (the card marks the build done)."""
+    card before it is written (the card marks the build done). At each of `plateau_steps` the model is also scored
+    on the first set of `evals` (`plateau_acc` on the card: has the SFT stopped improving it?). No SFT problem is a
+    question of `banned` (default: those of `evals`)."""
     recipe, evals = recipe or RECIPES[name], evals or eval_sets()
     torch.manual_seed(recipe.seed)
     tokenizer, model = load_tokenizer(str(base)), load_model(str(base))
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")  # the chat template's end of turn, SmolLM2's EOS
     t0 = time.time()
-    banned = frozenset(s.question for sums in evals.values() for s in sums)
+    banned = banned if banned is not None else frozenset(s.question for sums in evals.values() for s in sums)
 
     def batch_at(step: int):
         rng = random.Random(recipe.seed * 7_919 + step)
@@ -170,10 +178,17 @@ def build_one(name: str, base: Path, out: Path, recipe: Recipe | None = None, so
                 for s in sft_sums(recipe, step, banned)]
         return pad_batch(rows, tokenizer.pad_token_id)
 
-    losses = sft_loop(model, batch_at, steps=recipe.steps, lr=recipe.lr, desc=name, log_every=10, weight_decay=0.0)
+    first_set, plateau = next(iter(evals.values())), {}
+
+    def after_step(done: int) -> None:
+        if done in plateau_steps:
+            plateau[done] = accuracy(model, tokenizer, first_set, max_new_tokens=eval_tokens)
+    losses = sft_loop(model, batch_at, steps=recipe.steps, lr=recipe.lr, desc=name, log_every=10, weight_decay=0.0,
+                      after_step=after_step if plateau_steps else None)
     card = {"name": name, "base": str(base), "sft_steps": recipe.steps, "sft_batch": SFT_BATCH, "lr": recipe.lr,
-            "mixture": recipe.mixture, "seed": recipe.seed, "first_loss": losses[0], "final_loss": losses[-1],
-            "train_s": round(time.time() - t0, 1)}
+            "mixture": recipe.mixture, "terms": recipe.terms, "seed": recipe.seed, "first_loss": losses[0],
+            "final_loss": losses[-1], "train_s": round(time.time() - t0, 1)} | (
+        {"plateau_acc": plateau} if plateau_steps else {})
     t0 = time.time()
     card.update({f"{k}_acc": accuracy(model, tokenizer, v, max_new_tokens=eval_tokens) for k, v in evals.items()},
                 eval_s=round(time.time() - t0, 1))
@@ -204,8 +219,9 @@ def build_missing(out: Path, names, build: Callable[[str], dict]) -> None:
             print(f"{name}: exists in {out / name}, skipped")
             continue
         card = build(name)
-        print(f"{name}: easy {card['easy_acc']:.3f}  hard {card['hard_acc']:.3f}  "
-              f"(SFT {card['train_s']} s, eval {card['eval_s']} s)")
+        scores = "  ".join(f"{key.removesuffix('_acc')} {value:.3f}" for key, value in card.items()
+                           if key.endswith("_acc") and isinstance(value, float))
+        print(f"{name}: {scores}  (SFT {card['train_s']} s, eval {card['eval_s']} s)")
 
 
 if __name__ == "__main__":

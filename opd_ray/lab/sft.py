@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -90,10 +91,12 @@ def train_sft(model, tokenizer, mixture: list[tuple], *, steps: int, batch_size:
 
 
 def sft_loop(model, batch_at, *, steps: int, lr: float, desc: str, log_every: int = 100,
-             weight_decay: float = 0.01, stop_at: int | None = None) -> list[float]:
+             weight_decay: float = 0.01, stop_at: int | None = None,
+             after_step: Callable[[int], None] | None = None) -> list[float]:
     """AdamW with a 5% linear warm-up and a cosine decay over `steps` batches `batch_at(step)` = (ids, mask,
     labels); gradients clipped at 1. `stop_at`: stop after that many steps of the same schedule (an under-trained
-    model). Returns the loss curve."""
+    model). `after_step(steps done)` runs after each step, the model in eval mode (a plateau check scores it there).
+    Returns the loss curve."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -111,5 +114,9 @@ def sft_loop(model, batch_at, *, steps: int, lr: float, desc: str, log_every: in
         losses.append(loss.item())
         if step % log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", s=f"{time.time() - t0:.0f}")
+        if after_step is not None:
+            model.eval()
+            after_step(step + 1)
+            model.train()
     model.eval()
     return losses

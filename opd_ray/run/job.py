@@ -167,6 +167,7 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
     if final is None or final.name != f"step_{state.step}":
         final = resume.save_checkpoint(actors, state, stream, ckpt, cfg, get)
     export_dir = final / "hf" if cfg.ckpt.export_hf else None
+    paired = paired_by_set(ev, after_correct)
     summary = summarize(task, ev, after) | {
         "steps": state.step, "trajectories": state.consumed.count, "refused_stale": state.refused_stale,
         "train_s": round(train_s, 1), "wall_s": round(time.time() - t_start, 1),
@@ -175,7 +176,7 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         "run_dir": str(run_dir),
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
         "actor_nodes_at_start": nodes, "actor_nodes": actors.node_ips(get, cfg.pipeline.startup_timeout_s),
-        "learner_ranks_agree": ranks_agree, "primary_stats": primary_stats(task, ev, after_correct),
+        "learner_ranks_agree": ranks_agree, "primary_stats": paired.get(task.primary), "paired_stats": paired,
     }
     sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)}
              | {"verifier/errors": verifiers.error_count()} | state.health.metrics())  # fleet/*: also the final evaluation's replacements
@@ -197,13 +198,12 @@ def learner_ranks_agree(actors, cfg: OPDConfig) -> bool | None:
     return len(set(digests)) == 1
 
 
-def primary_stats(task: Task, before: dict, after_correct: dict) -> dict | None:
-    """Standard errors and the paired before/after difference on the primary set (greedy); None for a run
+def paired_by_set(before: dict, after_correct: dict) -> dict[str, dict]:
+    """Per evaluation set: standard errors and the paired before/after difference (greedy); empty for a run
     directory whose stored before-evaluation predates per-problem outcomes."""
-    correct = before.get("student_correct", {}).get(task.primary)
-    if correct is None:
-        return None
-    return paired_stats(correct, after_correct[task.primary], before["teacher"][task.primary]["greedy"])
+    correct = before.get("student_correct", {})
+    return {name: paired_stats(correct[name], after, before["teacher"][name]["greedy"])
+            for name, after in after_correct.items() if name in correct}
 
 
 def summarize(task: Task, before: dict, after: dict) -> dict:

@@ -46,6 +46,10 @@ def fault_free(ray_cluster, clean_out):
     assert stats["n"] == 16 and stats["student_before"] == summary["student_before"]
     assert stats["student_after"] == summary["student_after"] and stats["teacher"] == summary["teacher"]
     assert stats["paired_diff"] == pytest.approx(summary["student_after"] - summary["student_before"])
+    assert summary["paired_stats"].keys() == summary["eval"].keys()  # every set's, the primary one among them
+    assert summary["paired_stats"][summary["primary_set"]] == stats
+    for name, paired in summary["paired_stats"].items():
+        assert paired["student_after"] == summary["eval"][name]["student_after"]["greedy"]
     return summary, rows
 
 

@@ -10,7 +10,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VENV_VARS := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 
-.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab lab-mopd real-models real-lab starter-lab family-c bench gpu-wheels clean
+.PHONY: setup setup-vllm run run-vllm test test-vllm test-slow lab lab-mopd real-models real-lab real-lab-r2l starter-lab family-c bench gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -78,6 +78,9 @@ real-models: setup  ## SmolLM2-135M-Instruct as an HF folder in models/, from th
 
 real-lab: real-models  ## SmolLM2 teacher + student for configs/smollm2_cpu.yaml into models/ (deterministic; skips what exists; ~27 min)
 	$(ENV) $(PY) -m opd_ray.lab.real_lab --base models/SmolLM2-135M-Instruct --out models
+
+real-lab-r2l: real-lab  ## the real-lab teacher continued to add right to left: an incompatible real teacher (~13 min)
+	$(ENV) $(PY) -m opd_ray.lab.real_lab --base models/SmolLM2-135M-Instruct --out models --only smollm2-sums-teacher-r2l
 
 starter-lab: real-models  ## SmolLM2 pair with a 16-way sentence-starter slot (configs/smollm2_starters.yaml; ~45 min)
 	$(ENV) $(PY) -m opd_ray.lab.starter_lab --base models/SmolLM2-135M-Instruct --out models

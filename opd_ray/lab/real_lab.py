@@ -79,6 +79,18 @@ class Sum:
         return [{"role": "user", "content": self.question}]
 
 
+def reverse_solution(problem: Sum, rng: random.Random) -> str:
+    """The chain of thought right to left ("67+45=112\\n112+23=135\\n\\boxed{135}"): the same skill and answer,
+    another order of lines (the lab's teacher_incompatible, on SmolLM2)."""
+    return Sum(tuple(reversed(problem.terms))).solution
+
+
+INCOMPATIBLE = "smollm2-sums-teacher-r2l"
+# Built only when asked (`make real-lab-r2l`): name -> (recipe, the model it continues from, response writer)
+DERIVED = {INCOMPATIBLE: (Recipe(((0.3, EASY), (0.7, HARD)), steps=40, lr=1e-4, seed=13), "smollm2-sums-teacher",
+                          reverse_solution)}
+
+
 def sample_sums(seed: int, count: int, n_terms: tuple[int, int], terms: tuple[int, int] = (10, 99)) -> list[Sum]:
     rng = random.Random(seed)
     return [Sum(tuple(rng.randint(*terms) for _ in range(rng.randint(*n_terms)))) for _ in range(count)]
@@ -203,13 +215,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="models/SmolLM2-135M-Instruct", type=Path)
     parser.add_argument("--out", default="models", type=Path)
-    parser.add_argument("--only", choices=sorted(RECIPES), nargs="*", default=list(RECIPES))
+    parser.add_argument("--only", choices=sorted(RECIPES | DERIVED), nargs="*", default=list(RECIPES),
+                        help=f"default: the pair; {INCOMPATIBLE} (right to left) continues from the teacher")
     args = parser.parse_args()
     if not (args.base / "config.json").exists():
         raise SystemExit(f"--base {args.base}: no HF model there; run `make real-models` first")
     torch.set_num_threads(2)
     write_task_files(args.out / "sums_chat")
-    build_missing(args.out, args.only, lambda name: build_one(name, args.base, args.out))
+
+    def build(name: str) -> dict:
+        if name not in DERIVED:
+            return build_one(name, args.base, args.out)
+        recipe, parent, solution = DERIVED[name]
+        if not (args.out / parent / "lab_card.json").exists():
+            raise SystemExit(f"{name} continues from {args.out / parent}: build it first (`make real-lab`)")
+        return build_one(name, args.out / parent, args.out, recipe, solution, card_extra=right_to_left_share)
+    build_missing(args.out, args.only, build)
+
+
+def right_to_left_share(model_dir: Path, n: int = 32) -> dict:
+    """The share of greedy answers to the first `n` hard problems whose first line adds the last two terms."""
+    tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir))
+    sums = eval_sets()["hard"][:n]
+    with torch.no_grad():
+        out = sample(model, [prompt_ids(tokenizer, s) for s in sums], max_new_tokens=16,
+                     eos_id=eos_token_ids(model, tokenizer), pad_id=tokenizer.pad_token_id, seeds=None)
+    firsts = [text.split("\n")[0] for text in decode_responses(tokenizer, out)]
+    return {"right_to_left_share": sum(f.startswith(f"{s.terms[-1]}+{s.terms[-2]}=") for s, f in zip(sums, firsts)) / n}
 
 
 def build_missing(out: Path, names, build: Callable[[str], dict]) -> None:

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from opd_ray.data.verifiers import math_verify_reward
@@ -66,3 +67,25 @@ def test_a_tiny_build_is_deterministic_and_skips_what_exists(tiny_smol, tmp_path
     assert any((weights[0][k] != load_file(tiny_smol / "student" / "model.safetensors")[k]).any() for k in weights[0])
     real_lab.main()
     assert "tiny: exists" in capsys.readouterr().out
+
+
+def test_the_right_to_left_teacher_continues_from_the_teacher_and_writes_its_own_order(tiny_smol, tmp_path,
+                                                                                        monkeypatch, capsys):
+    problem = Sum((23, 45, 67))
+    text = real_lab.reverse_solution(problem, None)
+    assert text.splitlines()[0] == "67+45=112" and math_verify_reward(text, "135") == 1.0
+    recipe = real_lab.Recipe(((1.0, (2, 3)),), steps=2, lr=1e-3, seed=5)
+    monkeypatch.setattr(real_lab, "RECIPES", {"tiny": recipe})
+    monkeypatch.setattr(real_lab, "DERIVED", {real_lab.INCOMPATIBLE: (recipe, "tiny", real_lab.reverse_solution)})
+    monkeypatch.setattr(real_lab, "EVAL_SETS", {"hard": (1, (4, 5), 2), "easy": (2, (2, 3), 2)})
+    out = tmp_path / "models"
+    argv = ["real_lab", "--base", str(tiny_smol / "student"), "--out", str(out), "--only", real_lab.INCOMPATIBLE]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit, match="build it first"):
+        real_lab.main()
+    monkeypatch.setattr("sys.argv", argv[:5])  # the default: the pair ("tiny" here)
+    real_lab.main()
+    monkeypatch.setattr("sys.argv", argv)
+    real_lab.main()
+    card = json.loads((out / real_lab.INCOMPATIBLE / "lab_card.json").read_text())
+    assert card["base"] == str(out / "tiny") and 0.0 <= card["right_to_left_share"] <= 1.0

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The probe on an incompatible real teacher (docs/results.md, "The paper at a real vocabulary"): the real-lab sums
+# teacher continued for 40 SFT steps to add right to left (`make real-lab-r2l`), against the real-lab student, which
+# adds left to right. The probe's verdict (bench/results/paper_probe_r2l.json), then what OPD does with this pair:
+# 20 top-16 steps of configs/smollm2_cpu.yaml (runs/paper/r2l-*, summarised into bench/results/paper_r2l.json).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+TEACHER=models/smollm2-sums-teacher-r2l
+make real-lab-r2l
+probe_json=$(mktemp)
+# exit status 3-5 is a verdict (no_new_capability, pattern_mismatch, contract_violation), not a failure here
+HF_HUB_OFFLINE=1 $PY -m opd_ray.run.cli probe --config configs/smollm2_cpu.yaml model.teacher=$TEACHER \
+  --n-prompts 64 --threads 2 --json >"$probe_json" || [ $? -ge 3 ]
+(cd bench && ../$PY -c "import json, sys; from evidence import write_new; \
+write_new('results/paper_probe_r2l.json', json.load(open(sys.argv[1])))" "$probe_json")
+HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $PY launch/opd_job.py --config configs/smollm2_cpu.yaml \
+  model.teacher=$TEACHER run.name=r2l run.out_dir=runs/paper run.steps=20 eval.avg_k=0
+(cd bench && ../$PY summarize_runs.py "$(ls -d ../runs/paper/r2l-* | tail -1)" --json results/paper_r2l.json)

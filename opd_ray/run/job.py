@@ -177,6 +177,7 @@ def train_and_evaluate(cfg: OPDConfig, prepared: Prepared, run_dir: Path, actors
         "student_export": str(export_dir) if export_dir else None, "checkpoint": str(final),
         "actor_nodes_at_start": nodes, "actor_nodes": actors.node_ips(get, cfg.pipeline.startup_timeout_s),
         "learner_ranks_agree": ranks_agree, "primary_stats": paired.get(task.primary), "paired_stats": paired,
+        "student_after_correct": after_correct,  # per problem (greedy): runs on the same sets compare pairwise
     }
     sink.log(state.step, eval_metrics(after) | {f"eval/{k}": v for k, v in summary.items() if isinstance(v, float)}
              | {"verifier/errors": verifiers.error_count()} | state.health.metrics())  # fleet/*: also the final evaluation's replacements

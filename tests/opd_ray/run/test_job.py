@@ -50,6 +50,8 @@ def fault_free(ray_cluster, clean_out):
     assert summary["paired_stats"][summary["primary_set"]] == stats
     for name, paired in summary["paired_stats"].items():
         assert paired["student_after"] == summary["eval"][name]["student_after"]["greedy"]
+        after = summary["student_after_correct"][name]
+        assert sum(after) / len(after) == paired["student_after"]
     return summary, rows
 
 

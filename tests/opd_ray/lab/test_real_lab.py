@@ -53,7 +53,9 @@ def test_the_sft_prompts_are_exactly_what_the_opd_run_renders(smollm2, tmp_path)
 
 
 def test_a_tiny_build_is_deterministic_and_skips_what_exists(tiny_smol, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(real_lab, "RECIPES", {"tiny": real_lab.Recipe(((1.0, (2, 3)),), steps=2, lr=1e-3, seed=5)})
+    recipe = real_lab.Recipe(((1.0, (2, 3)),), steps=2, lr=1e-3, seed=5)
+    monkeypatch.setattr(real_lab, "RECIPES", {"tiny": recipe})
+    monkeypatch.setattr(real_lab, "DERIVED", {real_lab.INCOMPATIBLE: (recipe, "tiny", real_lab.reverse_solution)})
     monkeypatch.setattr(real_lab, "EVAL_SETS", {"hard": (1, (4, 5), 2), "easy": (2, (2, 3), 2)})
     weights = []
     for out in (tmp_path / "a", tmp_path / "b"):
@@ -68,24 +70,18 @@ def test_a_tiny_build_is_deterministic_and_skips_what_exists(tiny_smol, tmp_path
     real_lab.main()
     assert "tiny: exists" in capsys.readouterr().out
 
-
-def test_the_right_to_left_teacher_continues_from_the_teacher_and_writes_its_own_order(tiny_smol, tmp_path,
-                                                                                        monkeypatch, capsys):
-    problem = Sum((23, 45, 67))
-    text = real_lab.reverse_solution(problem, None)
-    assert text.splitlines()[0] == "67+45=112" and math_verify_reward(text, "135") == 1.0
-    recipe = real_lab.Recipe(((1.0, (2, 3)),), steps=2, lr=1e-3, seed=5)
-    monkeypatch.setattr(real_lab, "RECIPES", {"tiny": recipe})
-    monkeypatch.setattr(real_lab, "DERIVED", {real_lab.INCOMPATIBLE: (recipe, "tiny", real_lab.reverse_solution)})
-    monkeypatch.setattr(real_lab, "EVAL_SETS", {"hard": (1, (4, 5), 2), "easy": (2, (2, 3), 2)})
-    out = tmp_path / "models"
-    argv = ["real_lab", "--base", str(tiny_smol / "student"), "--out", str(out), "--only", real_lab.INCOMPATIBLE]
-    monkeypatch.setattr("sys.argv", argv)
+    # the right-to-left teacher continues from the pair's teacher ("tiny" here), which must exist first
+    argv = ["real_lab", "--base", str(tiny_smol / "student"), "--only", real_lab.INCOMPATIBLE]
+    monkeypatch.setattr("sys.argv", argv + ["--out", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="build it first"):
         real_lab.main()
-    monkeypatch.setattr("sys.argv", argv[:5])  # the default: the pair ("tiny" here)
+    monkeypatch.setattr("sys.argv", argv + ["--out", str(tmp_path / "b")])
     real_lab.main()
-    monkeypatch.setattr("sys.argv", argv)
-    real_lab.main()
-    card = json.loads((out / real_lab.INCOMPATIBLE / "lab_card.json").read_text())
-    assert card["base"] == str(out / "tiny") and 0.0 <= card["right_to_left_share"] <= 1.0
+    card = json.loads((tmp_path / "b" / real_lab.INCOMPATIBLE / "lab_card.json").read_text())
+    assert card["base"] == str(tmp_path / "b" / "tiny") and 0.0 <= card["right_to_left_share"] <= 1.0
+
+
+def test_the_right_to_left_chain_adds_the_last_terms_first_to_the_same_answer():
+    text = real_lab.reverse_solution(Sum((23, 45, 67)), None)
+    assert text.splitlines()[0] == "67+45=112" and math_verify_reward(text, "135") == 1.0
+

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The probe on an incompatible real teacher (docs/results.md, "The paper at a real vocabulary"): the real-lab sums
 # teacher continued for 40 SFT steps to add right to left (`make real-lab-r2l`), against the real-lab student, which
-# adds left to right. The probe's verdict (bench/results/paper_probe_r2l.json), then what OPD does with this pair:
-# 20 top-16 steps of configs/smollm2_cpu.yaml (runs/paper/r2l-*, summarised into bench/results/paper_r2l.json).
+# adds left to right. First the probe's verdict (a new file in bench/results/: paper_probe_r2l), then what OPD does
+# with this pair: 20 top-16 steps of configs/smollm2_cpu.yaml (runs/paper/r2l-*, summarised into a new file there:
+# paper_r2l).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}

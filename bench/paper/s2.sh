@@ -5,7 +5,7 @@
 #   novel: that teacher after SFT on half D, half 9-12 terms (D'), which the student never saw.
 # The paper: 15.6% gap recovery against 58.6%. Each arm is 40 top-16 steps (configs/familyc_{same,novel}.yaml);
 # the probe's verdict on each pair comes first (bench/results/paper_s2_probe_<arm>.json), then the runs, summarised
-# with their paired statistics on D and D' into a new bench/results/paper_s2.json. RUNS="same" runs one arm;
+# with their paired statistics on D and D' into a new file in bench/results/ (paper_s2). RUNS="same" runs one arm;
 # PROBE=0 skips the probes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -9,12 +9,13 @@ ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "opd_ray" / "lab" / "artifacts"
 
 
-def run_cold_start_job(tmp_path: Path, config: str, *, prompts: int, sft_steps: int) -> tuple[dict, dict, str]:
+def run_cold_start_job(tmp_path: Path, config: str, *overrides: str, prompts: int, sft_steps: int
+                       ) -> tuple[dict, dict, str]:
     """Cold start with the incompatible teacher, then 2 OPD steps; returns (stage summary, run summary, stdout)."""
     cmd = [sys.executable, str(ROOT / "launch" / "opd_job.py"), "--config", str(ROOT / "configs" / config),
            f"model.teacher={LAB / 'teacher_incompatible'}", f"run.out_dir={tmp_path}", "stages=[cold_start,opd]",
            f"cold_start.prompts={prompts}", f"cold_start.steps={sft_steps}", "cold_start.batch_size=16",
-           "run.steps=2", "data.prompts_per_step=8", "data.eval_size=16", "data.continuation_depths=[0.0]"]
+           "run.steps=2", "data.prompts_per_step=8", "data.eval_size=16", "data.continuation_depths=[0.0]", *overrides]
     done = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
                           timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -13,14 +13,15 @@ from tests.launch.cold_start_run import run_cold_start_job
 
 @pytest.mark.vllm
 def test_cold_start_then_opd_with_vllm_engines(tmp_path):
-    stage, summary, _ = run_cold_start_job(tmp_path, "lab_cpu_vllm.yaml", prompts=48, sft_steps=4)
+    # strictly on-policy: step 2 then samples from version 1, which the engine holds only if the sync into vLLM worked
+    stage, summary, _ = run_cold_start_job(tmp_path, "lab_cpu_vllm.yaml", "pipeline.max_staleness=0", prompts=48,
+                                           sft_steps=4)
     assert stage["kept"] > 0
     # the incompatible teacher writes right to left: the SFT data is its own format, and correct
     assert stage["kept_correct"] > 0.9 and stage["sft_nll_last"] < stage["sft_nll_first"]
 
     run_dir = Path(summary["checkpoint"]).parents[1]
     steps = [m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
-    # step 2 sampled from version 1, which the engine only holds if the learner's sync into vLLM succeeded
     assert [(m["step"], m["policy_version"], m["staleness"], m["engines_fresh"], m["failed_syncs"]) for m in steps] \
         == [(1, 1, 0, 1, 0), (2, 2, 0, 1, 0)]
     assert all(math.isfinite(m["loss"]) and math.isfinite(m["overlap_ratio"]) for m in steps)

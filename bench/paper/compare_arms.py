@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from opd_ray.loop.evaluation import mean, sem
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for evidence.py
 from evidence import write_new  # noqa: E402
@@ -34,15 +35,6 @@ def load_arm(run_dir: Path) -> dict:
             "seed": cfg["run"]["seed"], "before": before["student_correct"][p], "after": after[p],
             "teacher": summary["teacher"], "easy_after": {k: v["student_after"]["greedy"]
                                                           for k, v in summary["eval"].items() if k != p}}
-
-
-def mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
-
-
-def sem(xs: list[float]) -> float:
-    m = mean(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
 
 
 def recovery(after: list[float], before: list[float], teacher: float) -> dict:

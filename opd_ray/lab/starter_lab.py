@@ -91,6 +91,8 @@ def pair_overlap(student: dict, teacher: dict) -> float:
 def build(name: str, base: Path, out: Path) -> dict:
     recipe, own, parent = RECIPES[name]
     evals = {k: v[: CARD_EVAL[k]] for k, v in eval_sets(EVAL_SETS).items()}
+    # The SFT bans only these card rows, not the whole OPD sets: one easy problem (#57) reached the student's SFT.
+    # Kept as built so that the models rebuild bit for bit (docs/results.md; test_starter_lab.py pins the overlap).
     return build_one(name, out / parent if parent else base, out, recipe, starter_solution(own), evals, EVAL_TOKENS,
                      card_extra=lambda folder: {"starter_set": list(own), **starter_distribution(folder)})
 

@@ -48,10 +48,9 @@ def test_a_full_disk_is_one_line_and_resume_auto_continues(tiny_lab, small_disk,
         assert (run_dir / "checkpoints" / "latest").read_text().strip() == kept
     else:
         assert "no checkpoint was written yet" in error
+    if not kept:
+        return  # nothing to resume: a new run after freeing space is a plain run, which other tests cover
     resize(4 * CHECKPOINT_MB + 16, remount=True)  # space freed
-    again = args + (["--resume", "auto"] if kept else [])
-    second = subprocess.run(again, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(args + ["--resume", "auto"], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    if kept:
-        assert f"resumed from {run_dir / 'checkpoints' / kept} at step 2" in second.stdout
-    assert '"steps": 6' in next((mount / "runs").glob("*/summary.json")).read_text() if not kept else True
+    assert f"resumed from {run_dir / 'checkpoints' / kept} at step 2" in second.stdout

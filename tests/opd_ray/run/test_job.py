@@ -12,7 +12,8 @@ from launch import opd_job
 from opd_ray.run import job, preflight
 from tests.conftest import LAB_CFG
 
-# four whole jobs (a fault-free one and three faulted): the slow tier, which CI runs (make test-slow)
+# four whole jobs (a fault-free one, a faulted one, two that reuse the first one's evaluations): the slow tier,
+# which CI runs (make test-slow)
 pytestmark = pytest.mark.slow
 
 
@@ -55,20 +56,25 @@ def fault_free(ray_cluster, clean_out):
     return summary, rows
 
 
-@pytest.mark.parametrize("version, when", [(0, "before training"), (1, "periodic, after step 1"),
-                                           (3, "after training")])
-def test_an_engine_killed_during_an_evaluation_is_replaced_and_the_numbers_are_the_fault_free_ones(
-        fault_free, tmp_path, capsys, version, when):
-    summary, rows = run_job(tmp_path, f"evalkill{version}-",
-                            f"run.fault=rollout_eval:engine=0,gen=0,version={version},action=exit")
-    assert f"evalkill{version}-rollout-0 died" in capsys.readouterr().out  # the fault fired, in an evaluation
+# engine 0 dies in the evaluation before training, in the periodic one after step 1, and in the one after training;
+# each death in the next replacement (gen), so that one faulted run covers all three
+EVAL_DEATHS = {0: "before training", 1: "periodic, after step 1", 3: "after training"}
+
+
+def test_an_engine_killed_in_each_evaluation_is_replaced_and_the_numbers_are_the_fault_free_ones(
+        fault_free, tmp_path, capsys):
+    fault = ";".join(f"rollout_eval:engine=0,gen={gen},version={version},action=exit"
+                     for gen, version in enumerate(EVAL_DEATHS))
+    summary, rows = run_job(tmp_path, "evalkill-", f"run.fault={fault}")
+    out = capsys.readouterr().out
+    assert out.count("evalkill-rollout-0 died") == len(EVAL_DEATHS), out[-3000:]  # each fault fired
     clean_summary, clean_rows = fault_free
-    assert evaluations(rows) == evaluations(clean_rows), when
+    assert evaluations(rows) == evaluations(clean_rows)
     for key in ("student_before", "student_after", "teacher", "gap_recovery", "eval", "continuation_after",
                 "trajectories"):
         assert json.dumps(summary[key]) == json.dumps(clean_summary[key]), key  # NaN == NaN (no gap to close)
     restarts = [r["fleet/restarts_rollout"] for r in rows if "fleet/restarts_rollout" in r]
-    assert restarts[-1] == 1  # counted like a failure in a training step (pipeline.max_actor_restarts)
+    assert restarts[-1] == len(EVAL_DEATHS)  # counted like failures in a training step (pipeline.max_actor_restarts)
 
 
 def test_a_second_run_reuses_the_frozen_models_evaluations(fault_free, clean_out, capsys):

@@ -85,7 +85,7 @@ real-lab-r2l: real-lab  ## the real-lab teacher continued to add right to left: 
 starter-lab: real-models  ## SmolLM2 pair with a 16-way sentence-starter slot (configs/smollm2_starters.yaml; ~45 min)
 	$(ENV) $(PY) -m opd_ray.lab.starter_lab --base models/SmolLM2-135M-Instruct --out models
 
-family-c: real-models  ## S2/S8's family: SmolLM2 cut to 12 layers + two full-size teachers (configs/familyc_*.yaml; ~2.5 h, in steps)
+family-c: real-models  ## S2/S8's family: SmolLM2 cut to 17 layers + two full-size teachers (configs/familyc_*.yaml; ~2.5 h, in steps)
 	$(ENV) $(PY) -m opd_ray.lab.family_c --base models/SmolLM2-135M-Instruct --out models $(if $(ONLY),--only $(ONLY))
 
 clean:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's S2 at SmolLM2's real vocabulary (docs/results.md, "The paper at a real vocabulary"): the same student,
-# SmolLM2 cut to 12 of 30 layers after SFT on 3-8 term sums (D), taught by
+# SmolLM2 cut to 17 of 30 layers after SFT on 3-8 term sums (D), taught by
 #   same:  the full SmolLM2 after the same SFT (a same-pipeline teacher: more capacity, the same data), and by
 #   novel: that teacher after SFT on half D, half 9-12 terms (D'), which the student never saw.
 # The paper: 15.6% gap recovery against 58.6%. Each arm is 40 top-16 steps (configs/familyc_{same,novel}.yaml);

@@ -2,6 +2,7 @@
 are what S2 needs, and a tiny build continues each model from its parent."""
 import json
 
+import pytest
 import torch
 
 from opd_ray.lab import family_c
@@ -31,6 +32,31 @@ def test_a_truncated_model_is_the_kept_layers_of_its_base_with_a_working_kv_cach
     assert torch.equal(out, step_by_step)
 
 
+def test_the_layers_kept_are_those_whose_loss_alone_rises_most_and_the_saved_model_has_the_measured_loss(tmp_path):
+    base = tiny_random_model(out_dir=tmp_path / "base", seed=3, layers=5)
+    ids = torch.randint(0, 1000, (3, 10))
+    mask, labels = torch.ones_like(ids), ids.clone()
+    labels[:, :4] = -100
+    model = load_model(str(base))
+    keep, measured = family_c.choose_layers(model, (ids, mask, labels), n_keep=3)
+    assert len(model.model.layers) == 5  # the model is left whole
+
+    def loss(layers: list[int]) -> float:  # an independent reference: a fresh copy running only `layers`, float64
+        ref = load_model(str(base)).double()
+        family_c.set_layers(ref, [ref.model.layers[i] for i in layers])
+        with torch.no_grad():
+            return ref(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+    alone = {i: loss([j for j in range(5) if j != i]) for i in range(5)}
+    for i, value in measured["loss_dropping_one"].items():
+        assert value == pytest.approx(alone[i], abs=1e-3)
+    assert set(range(5)) - set(keep) == set(sorted(alone, key=alone.get)[:2])
+    card = family_c.truncate(base, tmp_path / "cut", keep=3, batch=(ids, mask, labels))
+    assert card["kept_layers"] == list(keep)
+    with torch.no_grad():
+        saved = load_model(str(tmp_path / "cut"))(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+    assert saved == pytest.approx(card["loss_kept"], abs=1e-3) == pytest.approx(loss(list(keep)), abs=1e-3)
+
+
 def test_the_prompt_sets_are_half_d_half_d_prime_of_three_digit_terms_and_never_held_out():
     train = family_c.train_prompts()
     held = {s.question for sums in eval_sets(family_c.EVAL_SETS).values() for s in sums}
@@ -49,7 +75,7 @@ def test_a_tiny_family_build_continues_each_model_from_its_parent(tiny_smol, tmp
         family_c.STUDENT: (Recipe(((1.0, (3, 4)),), seed=1, **tiny), family_c.TRUNCATED),
         family_c.TEACHER_SAME: (Recipe(((1.0, (3, 4)),), seed=1, **tiny), None),
         family_c.TEACHER_NOVEL: (Recipe(((0.5, (3, 4)), (0.5, (9, 10))), seed=2, **tiny), family_c.TEACHER_SAME)})
-    monkeypatch.setattr(family_c, "KEEP_LAYERS", (1,))
+    monkeypatch.setattr(family_c, "N_KEEP", 1)
     monkeypatch.setattr(family_c, "CARD_EVAL", {"d": 2, "d_prime": 2})
     monkeypatch.setattr(family_c, "PLATEAU_STEPS", (1,))
     monkeypatch.setattr(family_c, "EVAL_TOKENS", 8)

@@ -199,7 +199,16 @@ SMOLLM2_CASES = {  # name -> overrides; vllm_rollout needs .venv-vllm (the teach
     "staleness_0": ["pipeline.max_staleness=0"],
     "staleness_1": ["pipeline.max_staleness=1"],
     "vllm_rollout": ["pipeline.max_staleness=0", "rollout.backend=vllm"],
+    # bfloat16 weights in the engines and the teacher, bfloat16 autocast over float32 master weights in the learner;
+    # pays only on a CPU with AVX-512 BF16 or AMX (bench/matmul_rates.py)
+    "bfloat16_staleness_0": ["pipeline.max_staleness=0", "model.dtype=bfloat16"],
+    "bfloat16_staleness_1": ["pipeline.max_staleness=1", "model.dtype=bfloat16"],
 }
+# --pair: whose weights do the work. sums: the fine-tuned pair (`make real-lab`, ~27 min); instruct: the released
+# SmolLM2-135M-Instruct as student and teacher (`make real-models` only): the same shapes and arithmetic per token,
+# but its responses run to max_new_tokens more often, so compare tokens/s, and only within one pair
+PAIRS = {"sums": ("smollm2-sums-student", "smollm2-sums-teacher"),
+         "instruct": ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct")}
 
 
 def smollm2_quiet(tmp: Path) -> list[str]:
@@ -228,16 +237,21 @@ def smollm2_flops(stats: dict, n: int, prompt_tokens: float, prompts: int) -> fl
 
 def smollm2(args) -> None:
     """The SmolLM2 work in each of `--cases` (interleaved, `--runs` each), then its cost grid."""
-    from matmul_rates import kernel_rates  # noqa: E402  (bench/matmul_rates.py)
+    from matmul_rates import cpu_description, kernel_rates  # noqa: E402  (bench/matmul_rates.py)
 
     cores = len(os.sched_getaffinity(0))
     rates = kernel_rates(cores)
-    student = ROOT / "models" / "smollm2-sums-student"
+    student, teacher = (ROOT / "models" / name for name in PAIRS[args.pair])
     if not student.exists():
-        raise SystemExit(f"{student} is missing: run `make real-lab` first")
+        raise SystemExit(f"{student} is missing: run `make {'real-lab' if args.pair == 'sums' else 'real-models'}`")
+    if not (ROOT / "models" / "sums_chat" / "hard.jsonl").exists():  # the prompts, without building the pair
+        from opd_ray.lab.real_lab import write_task_files
+        write_task_files(ROOT / "models" / "sums_chat")
+    args.extra = [f"model.student={student}", f"model.teacher={teacher}", *args.extra]
     n, prompt_tokens = parameters(student), mean_prompt_tokens(SMOLLM2)
-    result = {"machine": {"cores": cores, "torch": torch.__version__, "rates_flop_s": rates},
-              "params": n, "mean_prompt_tokens": prompt_tokens, "extra_overrides": args.extra}
+    result = {"machine": {"cores": cores, "torch": torch.__version__, "rates_flop_s": rates,
+                          "cpu": cpu_description()},
+              "pair": args.pair, "params": n, "mean_prompt_tokens": prompt_tokens, "extra_overrides": args.extra}
     cases = {name: SMOLLM2_CASES[name] for name in args.cases}
     runs = {name: [] for name in cases}
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,6 +294,7 @@ def main() -> None:
                         help="lab: the lab default and a 10x pair; smollm2: configs/smollm2_cpu.yaml")
     parser.add_argument("--cases", nargs="*", choices=tuple(SMOLLM2_CASES), default=["staleness_0", "staleness_1"],
                         help="--size smollm2: the settings run side by side, interleaved")
+    parser.add_argument("--pair", choices=tuple(PAIRS), default="sums", help="--size smollm2: whose weights (PAIRS)")
     parser.add_argument("--no-grid", dest="grid", action="store_false", help="--size smollm2: skip the cost grid")
     parser.add_argument("--grid-steps", type=int, default=3, help="--size smollm2: steps per grid cell (first dropped)")
     args = parser.parse_args()

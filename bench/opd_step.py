@@ -219,12 +219,12 @@ def smollm2_quiet(tmp: Path) -> list[str]:
         "eval.avg_k=0", "ckpt.export_hf=false"]
 
 
-def mean_prompt_tokens(config: str, rows: int = 256) -> float:
+def mean_prompt_tokens(config: str, overrides: list[str], rows: int = 256) -> float:
     """The rendered prompts' mean length in tokens (they are trained and scored too, not only the responses)."""
     from opd_ray.models.loading import load_tokenizer
     from opd_ray.run.preflight import build_task, load_config
 
-    cfg = load_config(ROOT / config)
+    cfg = load_config(ROOT / config, overrides)
     task = build_task(cfg, load_tokenizer(cfg.model.student))
     return statistics.mean(len(ex.prompt_ids) for ex in task.train[:rows])
 
@@ -248,7 +248,7 @@ def smollm2(args) -> None:
         from opd_ray.lab.real_lab import write_task_files
         write_task_files(ROOT / "models" / "sums_chat")
     args.extra = [f"model.student={student}", f"model.teacher={teacher}", *args.extra]
-    n, prompt_tokens = parameters(student), mean_prompt_tokens(SMOLLM2)
+    n, prompt_tokens = parameters(student), mean_prompt_tokens(SMOLLM2, args.extra)
     result = {"machine": {"cores": cores, "torch": torch.__version__, "rates_flop_s": rates,
                           "cpu": cpu_description()},
               "pair": args.pair, "params": n, "mean_prompt_tokens": prompt_tokens, "extra_overrides": args.extra}

@@ -6,7 +6,8 @@
 # The paper: 15.6% gap recovery against 58.6%. Each arm is 40 top-16 steps (configs/familyc_{same,novel}.yaml);
 # the probe's verdict on each pair comes first (bench/results/paper_s2_probe_<arm>.json), then the runs, summarised
 # with their paired statistics on D and D' into a new file in bench/results/ (paper_s2). RUNS="same" runs one arm;
-# PROBE=0 skips the probes.
+# PROBE=0 skips the probes; ARGS="run.steps=20 model.dtype=bfloat16" adds overrides to both arms' jobs (the
+# measured cost of the whole thing, ~4 h on 2 cores, is in docs/results.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -22,7 +23,7 @@ for arm in $RUNS; do
 write_new(sys.argv[2], json.load(open(sys.argv[1])))" "$probe_json" "results/paper_s2_probe_$arm.json")
   fi
   HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $PY launch/opd_job.py --config "configs/familyc_$arm.yaml" \
-    run.name="s2-$arm" run.out_dir=runs/paper
+    run.name="s2-$arm" run.out_dir=runs/paper ${ARGS:-}
 done
 latest() { ls -d runs/paper/"$1"-* 2>/dev/null | tail -1 || true; }  # an arm not run is left out
 mapfile -t DIRS < <(for arm in same novel; do latest "s2-$arm"; done | grep .)

@@ -247,7 +247,9 @@ def smollm2(args) -> None:
     if not (ROOT / "models" / "sums_chat" / "hard.jsonl").exists():  # the prompts, without building the pair
         from opd_ray.lab.real_lab import write_task_files
         write_task_files(ROOT / "models" / "sums_chat")
-    args.extra = [f"model.student={student}", f"model.teacher={teacher}", *args.extra]
+    os.chdir(ROOT)  # the jobs run in ROOT too: the model overrides stay relative, and the JSON holds no machine path
+    args.extra = [f"model.{role}={path.relative_to(ROOT)}" for role, path in (("student", student),
+                                                                           ("teacher", teacher))] + args.extra
     n, prompt_tokens = parameters(student), mean_prompt_tokens(SMOLLM2, args.extra)
     result = {"machine": {"cores": cores, "torch": torch.__version__, "rates_flop_s": rates,
                           "cpu": cpu_description()},

@@ -14,7 +14,8 @@ It then times the lab default on a grid of 3 batch sizes x 3 response lengths. R
 
 `--size smollm2` times the real-LLM work instead (configs/smollm2_cpu.yaml: SmolLM2-135M student and teacher,
 16 prompts x 64 new tokens) at `pipeline.max_staleness` 0 and 1, with evaluation cut to 4 problems, beside the
-float32 and bfloat16 matmul rates and the peak resident memory of each role; then its own 3 x 3 cost grid.
+float32 and bfloat16 matmul rates and the peak resident memory of each role; then its own 3 x 3 cost grid, at the
+config's own defaults or `--grid-case`.
 """
 from __future__ import annotations
 
@@ -195,14 +196,17 @@ def cost_growth(extra: list[str], steps: int) -> list[dict]:
 
 
 SMOLLM2 = "configs/smollm2_cpu.yaml"
-SMOLLM2_CASES = {  # name -> overrides; vllm_rollout needs .venv-vllm (the teacher stays HF: see docs/vllm.md)
-    "staleness_0": ["pipeline.max_staleness=0"],
-    "staleness_1": ["pipeline.max_staleness=1"],
-    "vllm_rollout": ["pipeline.max_staleness=0", "rollout.backend=vllm"],
+# name -> overrides; each names its dtype and staleness, whatever the config's defaults are (the float32,
+# staleness-0 cases are the config's defaults before 2026-12-07). vllm_rollout needs .venv-vllm (docs/vllm.md)
+SMOLLM2_CASES = {
+    "staleness_0": ["pipeline.max_staleness=0", "model.dtype=float32"],
+    "staleness_1": ["pipeline.max_staleness=1", "model.dtype=float32"],
+    "vllm_rollout": ["pipeline.max_staleness=0", "model.dtype=float32", "rollout.backend=vllm"],
     # bfloat16 weights in the engines and the teacher, bfloat16 autocast over float32 master weights in the learner;
     # pays only on a CPU with AVX-512 BF16 or AMX (bench/matmul_rates.py)
     "bfloat16_staleness_0": ["pipeline.max_staleness=0", "model.dtype=bfloat16"],
     "bfloat16_staleness_1": ["pipeline.max_staleness=1", "model.dtype=bfloat16"],
+    "bfloat16_vllm_rollout": ["pipeline.max_staleness=0", "model.dtype=bfloat16", "rollout.backend=vllm"],
 }
 # --pair: whose weights do the work. sums: the fine-tuned pair (`make real-lab`, ~27 min); instruct: the released
 # SmolLM2-135M-Instruct as student and teacher (`make real-models` only): the same shapes and arithmetic per token,
@@ -274,7 +278,8 @@ def smollm2(args) -> None:
         for prompts in ((8, 16, 32) if args.grid else ()):
             for new_tokens in (32, 64, 128):
                 stats = run_job([f"data.prompts_per_step={prompts}", f"rollout.max_new_tokens={new_tokens}",
-                                 *args.extra], args.grid_steps, skip=1, config=SMOLLM2, quiet=quiet)
+                                 *SMOLLM2_CASES.get(args.grid_case, []), *args.extra], args.grid_steps, skip=1,
+                                config=SMOLLM2, quiet=quiet)
                 grid.append({"prompts_per_step": prompts, "max_new_tokens": new_tokens,
                              "s_per_step": stats["time/step_s"], "tokens_per_step": stats["tokens_per_step"],
                              "s_per_1k_tokens": 1000 * stats["time/step_s"] / stats["tokens_per_step"],
@@ -282,6 +287,7 @@ def smollm2(args) -> None:
                 print(f"prompts {prompts} x {new_tokens} new tokens: {stats['time/step_s']:.2f} s/step, "
                       f"{grid[-1]['s_per_1k_tokens']:.2f} s per 1k tokens", flush=True)
         result["cost_growth"] = grid or None
+        result["cost_growth_case"] = args.grid_case or "the config's defaults"
     write_new(Path(args.out), result)
 
 
@@ -298,8 +304,11 @@ def main() -> None:
                         help="--size smollm2: the settings run side by side, interleaved")
     parser.add_argument("--pair", choices=tuple(PAIRS), default="sums", help="--size smollm2: whose weights (PAIRS)")
     parser.add_argument("--no-grid", dest="grid", action="store_false", help="--size smollm2: skip the cost grid")
+    parser.add_argument("--grid-case", choices=tuple(SMOLLM2_CASES), help="--size smollm2: the grid's setting "
+                        "(default: the config's own)")
     parser.add_argument("--grid-steps", type=int, default=3, help="--size smollm2: steps per grid cell (first dropped)")
     args = parser.parse_args()
+    args.out = str(Path(args.out).resolve())  # --size smollm2 moves into the repository before it writes
     if args.size == "smollm2":
         args.steps = 8 if args.steps == parser.get_default("steps") else args.steps
         if args.out == parser.get_default("out"):

@@ -31,13 +31,21 @@ def second_set_after(summary: dict) -> float | None:
     return summary["eval"][others[0]]["student_after"]["greedy"] if others else None
 
 
+def run_settings(run_dir: Path) -> dict:
+    """The settings that distinguish runs of one config here: the dtype it computed in and its staleness."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create()
+    return {"dtype": OmegaConf.select(cfg, "model.dtype"), "max_staleness": OmegaConf.select(cfg, "pipeline.max_staleness")}
+
+
 def summarize(run_dir: Path) -> dict:
     run = RunData(run_dir)
     s = run.summary
     row = {"run": run.name, "objective": s.get("objective"), "k": s.get("k"), "gap_recovery": s.get("gap_recovery"),
            "student_before": s.get("student_before"), "student_after": s.get("student_after"),
            "teacher": s.get("teacher"), "easy_after": s.get("student_easy_after", second_set_after(s)),
-           "train_s": s.get("train_s")}
+           "train_s": s.get("train_s"), "wall_s": s.get("wall_s"), **run_settings(run_dir)}
     for key in COLUMNS:
         _, values = run.series(key)
         tenth = max(len(values) // 10, 1)

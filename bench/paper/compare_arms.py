@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for evid
 from evidence import write_new  # noqa: E402
 
 
-def load_arm(run_dir: Path) -> dict:
+def load_arm(run_dir: Path, by: tuple[str, ...] = ()) -> dict:
+    """One run's outcomes; its group is its objective and teacher, plus the config keys in `by` (`--by`)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     before = json.loads((run_dir / "eval_before.json").read_text())
     after = summary.get("student_after_correct") or json.loads((run_dir / "after_outcomes.json").read_text())
@@ -31,7 +32,9 @@ def load_arm(run_dir: Path) -> dict:
     p = summary["primary_set"]
     kind = cfg["objective"]["kind"]
     group = "sampled-token" if kind == "sampled_token" else f"{kind}-{cfg['objective']['k']}"
-    return {"run": run_dir.name, "group": f"{group} teacher={Path(cfg['model']['teacher']).name}",
+    group += f" teacher={Path(cfg['model']['teacher']).name}" + "".join(
+        f" {key}={OmegaConf.select(cfg, key)}" for key in by)
+    return {"run": run_dir.name, "group": group,
             "seed": cfg["run"]["seed"], "before": before["student_correct"][p], "after": after[p],
             "teacher": summary["teacher"], "easy_after": {k: v["student_after"]["greedy"]
                                                           for k, v in summary["eval"].items() if k != p}}
@@ -73,8 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run directories; the first one's group is the reference")
     parser.add_argument("--json", type=Path, help="also write the comparison here (a new file)")
+    parser.add_argument("--by", nargs="*", default=[], help="config keys that also split the groups "
+                        "(e.g. model.dtype pipeline.max_staleness)")
     args = parser.parse_args()
-    result = compare([load_arm(r) for r in args.runs])
+    result = compare([load_arm(r, tuple(args.by)) for r in args.runs])
     for g, row in result["groups"].items():
         vs = next(v for k, v in row.items() if k.startswith("minus "))
         print(f"{g:<40} seeds {row['seeds']}: gap recovery {row['gap_recovery']:.1%} ± {row['gap_recovery_se']:.1%}"

@@ -14,7 +14,7 @@ RUNS=${RUNS:-"main control_a"}
 declare -A CONFIG=([main]=configs/smollm2_starters.yaml [control_a]=configs/smollm2_cpu.yaml)
 declare -A ARGS=(
   [main]=""
-  [control_a]="run.steps=20 objective.weights=uniform objective.loss_clamp=5 eval.avg_k=0"
+  [control_a]="model.dtype=float32 run.steps=20 objective.weights=uniform objective.loss_clamp=5 eval.avg_k=0"
 )
 for name in $RUNS; do
   [ "$name" = main ] && make starter-lab

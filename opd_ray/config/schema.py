@@ -17,7 +17,7 @@ STAGE_ORDERS = (["opd"], ["cold_start", "opd"], ["cold_start"])  # cold_start al
 QUERY_FIELD = "{q}"
 LAB_PROMPTS = "lab:"  # data.teacher_prompts=lab:<model>: a lab model's own post-training prompts
 PROMPT_FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
-DTYPES = ("auto", "float32", "bfloat16")
+DTYPES = ("auto", "native", "float32", "bfloat16")
 MOPD_MODES = ("routing", "ensemble")
 
 
@@ -35,7 +35,9 @@ class ModelConfig:
     student: str = MISSING  # a Hugging Face folder, or a hub id (resolved once, on the driver: models/folders.py)
     teacher: str = ""  # the one-teacher shorthand (a teacher named `default`); several teachers: `teachers:`
     trust_remote_code: bool = False
-    dtype: str = "auto"  # auto | float32 | bfloat16; auto: float32 on CPU, the checkpoint's dtype on a GPU
+    # auto | native | float32 | bfloat16. auto: float32 on a CPU, bfloat16 on a GPU. native: bfloat16 wherever the
+    # hardware computes it natively (a GPU; a CPU with AVX-512 BF16 or AMX), else float32; resolved once, on the driver
+    dtype: str = "auto"
     attn_implementation: str = ""  # passed to from_pretrained (e.g. sdpa, eager, flash_attention_2); "" = default
 
 

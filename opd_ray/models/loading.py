@@ -14,15 +14,23 @@ def torch_dtype(name: str) -> torch.dtype:
     On a CPU bfloat16 pays only where its matmuls are native (`native_cpu_bf16`), and even there it changes the
     numbers a run gives, so it is asked for, not picked: on an AVX2 CPU, where torch emulates it, a bfloat16 linear
     layer ran 8x slower than float32 and a learner pass 30x (bench/results/matmul_rates.json, docs/speed.md).
+    Asking for native (`native_dtype`) picks bfloat16 exactly where it pays.
     """
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if name == "native":
+        return torch_dtype(native_dtype())
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
 def native_cpu_bf16() -> bool:
     """Whether this CPU has bfloat16 matmul instructions (AVX-512 BF16 or AMX) that oneDNN uses."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def native_dtype() -> str:
+    """`model.dtype: native` on this node: bfloat16 on a GPU or a CPU with bfloat16 matmul instructions, else float32."""
+    return "bfloat16" if torch.cuda.is_available() or native_cpu_bf16() else "float32"
 
 
 def autocast(dtype: torch.dtype, device: torch.device):

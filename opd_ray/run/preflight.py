@@ -51,7 +51,7 @@ from opd_ray.models.folders import (
     model_config,
     resolve_model,
 )
-from opd_ray.models.loading import load_tokenizer, native_cpu_bf16
+from opd_ray.models.loading import load_tokenizer, native_cpu_bf16, native_dtype
 from opd_ray.objective.losses import (
     FULL_VOCAB_KINDS,
     FULL_VOCAB_LIMIT,
@@ -95,6 +95,9 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
         for name, spec in cfg.teachers.items():
             spec.model = resolve_model(spec.model, f"teachers.{name}.model")
     validate(cfg, check_models=resolve_models)
+    if cfg.model.dtype == "native":  # resolved here, once, so every actor (and the stored config) names one dtype
+        cfg.model.dtype = native_dtype()
+        print(f"[opd] model.dtype native: {cfg.model.dtype} on this node", flush=True)
     return cfg
 
 

@@ -42,3 +42,25 @@ def test_arms_from_different_starting_points_are_refused():
            "easy_after": {}}
     with pytest.raises(SystemExit, match="same student"):
         compare_arms.compare([arm, arm | {"run": "y", "before": [1.0, 0.0]}])
+
+
+def test_by_splits_groups_on_config_keys(tmp_path):
+    """Runs of one objective and teacher are seeds of one group, unless `--by` names a key they differ in."""
+    import json
+
+    def run(name: str, staleness: int, after: list[int]):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.yaml").write_text("objective: {kind: topk, k: 16}\nmodel: {teacher: models/t}\nrun: {seed: 0}\n"
+                                       f"pipeline: {{max_staleness: {staleness}}}\n")
+        (d / "eval_before.json").write_text(json.dumps({"student_correct": {"hard": [0, 0, 0]}}))
+        (d / "summary.json").write_text(json.dumps({"primary_set": "hard", "teacher": 1.0, "eval": {},
+                                                    "student_after_correct": {"hard": after}}))
+        return d
+
+    a, b = run("a", 0, [1, 1, 0]), run("b", 1, [1, 0, 0])
+    assert {compare_arms.load_arm(a)["group"], compare_arms.load_arm(b)["group"]} == {"topk-16 teacher=t"}
+    by = ("pipeline.max_staleness",)
+    out = compare_arms.compare([compare_arms.load_arm(a, by), compare_arms.load_arm(b, by)])
+    second = out["groups"]["topk-16 teacher=t pipeline.max_staleness=1"]
+    assert second["minus topk-16 teacher=t pipeline.max_staleness=0"]["gap_recovery"] == pytest.approx(-1 / 3)

@@ -88,3 +88,14 @@ def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=f"^run.out_dir: {taken} exists and is not a folder$"):
         load_config(LAB_CFG, [f"run.out_dir={taken}"])
     assert taken.read_text() == "not a folder"  # nothing already written is touched
+
+
+def test_native_dtype_is_resolved_once_on_the_driver():
+    """`model.dtype: native` becomes one concrete dtype before any actor starts: bfloat16 where this node's hardware
+    has bfloat16 matmuls (a GPU, AVX-512 BF16, AMX), float32 elsewhere. Checked against torch's own CPU queries."""
+    import torch
+
+    native = torch.cuda.is_available() or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    cfg = load_config(LAB_CFG, ["model.dtype=native"])
+    assert cfg.model.dtype == ("bfloat16" if native else "float32")
+    assert load_config(LAB_CFG).model.dtype == "auto"  # the default stays float32 on a CPU: asked for, not picked

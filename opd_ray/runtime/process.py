@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import random
 import socket
 
 import psutil
@@ -35,9 +36,32 @@ def limit_threads(cpus: float, role_size: int = 1, pipeline=None) -> int:
     return threads
 
 
+# Ray's workers take ports 10002-19999 by default, and the kernel hands out ephemeral ports (bind to port 0, every
+# outgoing connection) from ip_local_port_range, 32768 and up on Linux. A port asked for with bind(0) could be given
+# to another process before our rank listened on it (a learner's rendezvous failed with EADDRINUSE that way), so
+# ports are drawn from the gap between the two, which neither hands out.
+SERVICE_PORTS = range(20000, 32768)
+
+
+def ephemeral_port_floor() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` ("": every interface) at the time of asking."""
-    with socket.socket() as s:
+    """A TCP port free on `host` ("": every interface) at the time of asking, below the ephemeral range."""
+    candidates = range(SERVICE_PORTS.start, min(SERVICE_PORTS.stop, ephemeral_port_floor()))
+    draw = random.SystemRandom()  # not the seeded `random`: concurrent callers must not draw the same ports
+    for port in draw.sample(candidates, k=min(64, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the gap is taken (or missing): let the kernel choose
         s.bind((host, 0))
         return s.getsockname()[1]
 

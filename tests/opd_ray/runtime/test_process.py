@@ -28,3 +28,22 @@ def test_node_policy_follows_the_cores_this_process_may_use():
         assert actor_threads(0.5, 1, "node", 0) == 1
     finally:
         os.sched_setaffinity(0, before)
+
+
+def test_free_port_is_below_the_ephemeral_range_and_skips_ports_in_use():
+    """The port comes from the gap between Ray's worker ports and the kernel's ephemeral range (so no other
+    process's bind(0) takes it before the rank listens), and it is one that can be bound."""
+    import socket
+
+    from opd_ray.runtime.process import SERVICE_PORTS, ephemeral_port_floor, free_port
+
+    held = []
+    for _ in range(20):
+        port = free_port()
+        assert SERVICE_PORTS.start <= port < min(SERVICE_PORTS.stop, ephemeral_port_floor())
+        s = socket.socket()
+        s.bind(("127.0.0.1", port))  # free when returned; keep it bound: later draws must avoid it
+        held.append(s)
+    assert len({s.getsockname()[1] for s in held}) == 20
+    for s in held:
+        s.close()

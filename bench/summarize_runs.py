@@ -36,7 +36,8 @@ def run_settings(run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create()
-    return {"dtype": OmegaConf.select(cfg, "model.dtype"), "max_staleness": OmegaConf.select(cfg, "pipeline.max_staleness")}
+    return {"dtype": OmegaConf.select(cfg, "model.dtype"),
+            "max_staleness": OmegaConf.select(cfg, "pipeline.max_staleness")}
 
 
 def summarize(run_dir: Path) -> dict:

@@ -14,12 +14,10 @@ def torch_dtype(name: str) -> torch.dtype:
     On a CPU bfloat16 pays only where its matmuls are native (`native_cpu_bf16`), and even there it changes the
     numbers a run gives, so it is asked for, not picked: on an AVX2 CPU, where torch emulates it, a bfloat16 linear
     layer ran 8x slower than float32 and a learner pass 30x (bench/results/matmul_rates.json, docs/speed.md).
-    Asking for native (`native_dtype`) picks bfloat16 exactly where it pays.
+    `native` (`native_dtype`) picks bfloat16 exactly where it pays; `load_config` resolves it before anything loads.
     """
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    if name == "native":
-        return torch_dtype(native_dtype())
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 

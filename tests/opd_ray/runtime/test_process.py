@@ -30,20 +30,34 @@ def test_node_policy_follows_the_cores_this_process_may_use():
         os.sched_setaffinity(0, before)
 
 
-def test_free_port_is_below_the_ephemeral_range_and_skips_ports_in_use():
+def test_free_port_is_below_the_ephemeral_range_and_skips_ports_in_use(monkeypatch):
     """The port comes from the gap between Ray's worker ports and the kernel's ephemeral range (so no other
-    process's bind(0) takes it before the rank listens), and it is one that can be bound."""
+    process's bind(0) takes it before the rank listens), and a port already bound there is never returned."""
     import socket
 
-    from opd_ray.runtime.process import SERVICE_PORTS, ephemeral_port_floor, free_port
+    from opd_ray.runtime import process
 
-    held = []
-    for _ in range(20):
-        port = free_port()
-        assert SERVICE_PORTS.start <= port < min(SERVICE_PORTS.stop, ephemeral_port_floor())
-        s = socket.socket()
-        s.bind(("127.0.0.1", port))  # free when returned; keep it bound: later draws must avoid it
-        held.append(s)
-    assert len({s.getsockname()[1] for s in held}) == 20
-    for s in held:
-        s.close()
+    port = process.free_port()
+    assert process.SERVICE_PORTS.start <= port < min(process.SERVICE_PORTS.stop, process.ephemeral_port_floor())
+    base = next(p for p in range(process.SERVICE_PORTS.start, process.SERVICE_PORTS.stop - 3, 3)
+                if all(bindable(q) for q in range(p, p + 3)))
+    held = [socket.socket(), socket.socket()]
+    for s, p in zip(held, (base, base + 1)):
+        s.bind(("127.0.0.1", p))
+    monkeypatch.setattr(process, "SERVICE_PORTS", range(base, base + 3))  # two of its three ports are taken
+    try:
+        assert {process.free_port() for _ in range(10)} == {base + 2}
+    finally:
+        for s in held:
+            s.close()
+
+
+def bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

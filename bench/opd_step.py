@@ -175,8 +175,7 @@ def compare(other: Path, runs: int, steps: int, out: Path) -> None:
            for side, rs in results.items()}
     ratio = med["this"]["tokens_per_s"] / med["other"]["tokens_per_s"]
     print(f"tokens/s ratio (median of {runs} interleaved runs each): {ratio:.2f}x", flush=True)
-    write_new(out, {"other_repo": str(other), "other_commit": subprocess.run(
-        ["git", "-C", str(other), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    write_new(out, {"other_repo": str(other), "other_commit": git_commit(other),
         "steps": steps, "median": med, "tokens_per_s_ratio": ratio, "runs": results})
 
 
@@ -239,6 +238,24 @@ def smollm2_flops(stats: dict, n: int, prompt_tokens: float, prompts: int) -> fl
     return (2 + 2 + 6) * n * (stats["tokens_per_step"] + prompt_tokens * prompts)
 
 
+def git_commit(repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def case_repos(specs: list[str], cases: dict) -> dict[str, Path]:
+    """--case-repo NAME=PATH: the case NAME runs PATH's code (its launch/ and opd_ray/); every other case runs
+    this checkout's. PATH needs its own `models` (a link to this one's will do): the jobs run in their checkout."""
+    repos = {name: ROOT for name in cases}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if name not in cases or not path:
+            raise SystemExit(f"--case-repo {spec!r}: expected NAME=PATH with NAME one of --cases {list(cases)}")
+        repos[name] = Path(path).resolve()
+        if not (repos[name] / "models").exists():
+            raise SystemExit(f"--case-repo {spec!r}: {repos[name] / 'models'} is missing (link this checkout's)")
+    return repos
+
+
 def smollm2(args) -> None:
     """The SmolLM2 work in each of `--cases` (interleaved, `--runs` each), then its cost grid."""
     from matmul_rates import cpu_description, kernel_rates  # noqa: E402  (bench/matmul_rates.py)
@@ -259,12 +276,16 @@ def smollm2(args) -> None:
                           "cpu": cpu_description()},
               "pair": args.pair, "params": n, "mean_prompt_tokens": prompt_tokens, "extra_overrides": args.extra}
     cases = {name: SMOLLM2_CASES[name] for name in args.cases}
+    repos = case_repos(args.case_repo, cases)
+    result["case_repos"] = {name: {"commit": git_commit(repo), "this_checkout": repo == ROOT}
+                            for name, repo in repos.items()}
     runs = {name: [] for name in cases}
     with tempfile.TemporaryDirectory() as tmp:
         quiet = smollm2_quiet(Path(tmp))
         for _ in range(args.runs):
             for name, overrides in cases.items():
-                stats = run_job([*overrides, *args.extra], args.steps, skip=2, config=SMOLLM2, quiet=quiet)
+                stats = run_job([*overrides, *args.extra], args.steps, skip=2, repo=repos[name], config=SMOLLM2,
+                                quiet=quiet)
                 runs[name].append(stats)
                 print(f"{name}: {stats['time/step_s']:.2f} s/step, {stats['tokens_per_s']:.1f} tokens/s, "
                       f"cores busy {stats.get('cores_busy_total')}", flush=True)
@@ -302,6 +323,8 @@ def main() -> None:
                         help="lab: the lab default and a 10x pair; smollm2: configs/smollm2_cpu.yaml")
     parser.add_argument("--cases", nargs="*", choices=tuple(SMOLLM2_CASES), default=["staleness_0", "staleness_1"],
                         help="--size smollm2: the settings run side by side, interleaved")
+    parser.add_argument("--case-repo", action="append", default=[], metavar="NAME=PATH",
+                        help="--size smollm2: run case NAME with another checkout's code (e.g. the landed main)")
     parser.add_argument("--pair", choices=tuple(PAIRS), default="sums", help="--size smollm2: whose weights (PAIRS)")
     parser.add_argument("--no-grid", dest="grid", action="store_false", help="--size smollm2: skip the cost grid")
     parser.add_argument("--grid-case", choices=tuple(SMOLLM2_CASES), help="--size smollm2: the grid's setting "

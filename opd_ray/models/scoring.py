@@ -8,15 +8,11 @@ import torch
 
 
 def response_logits(model, prompt_ids_BP, prompt_mask_BP, response_ids_BR, response_mask_BR,
-                    vocab_limit: int | None = None, prompt_logits: bool = False) -> torch.Tensor:
+                    vocab_limit: int | None = None) -> torch.Tensor:
     """Logits that predict each response token, shape B×R×V (float32); V is cut to `vocab_limit` when given
-    (the ids student and teacher share, opd_ray/models/folders.py). A view of `sequence_logits`' output.
-
-    `prompt_logits` computes the prompt positions' logits too (the learner: see `response_logp`).
-    """
+    (the ids student and teacher share, opd_ray/models/folders.py). A view of `sequence_logits`' output."""
     n_response = np.shape(response_ids_BR)[1]
-    logits = sequence_logits(model, prompt_ids_BP, prompt_mask_BP, response_ids_BR, response_mask_BR,
-                             None if prompt_logits else n_response + 1)
+    logits = sequence_logits(model, prompt_ids_BP, prompt_mask_BP, response_ids_BR, response_mask_BR, n_response + 1)
     return logits[:, logits.shape[1] - n_response - 1: -1, :vocab_limit].float()
 
 
@@ -44,19 +40,17 @@ def takes_logits_to_keep(model) -> bool:
 def response_logp(model, batch, temperature: float = 1.0, vocab_limit: int | None = None) -> torch.Tensor:
     """log_softmax(logits / temperature) at the response positions of a TrajectoryBatch, B×R×V float32.
 
-    With autograd (the learner) the logits of the prompt positions are computed too, as they always were: the
-    output layer's gradient then sums over the same rows, so runs reproduce earlier runs bit for bit (the
-    budget of `learner.micro_batch_tokens` counts prompt tokens, so memory stays bounded); the log-softmax is
-    a second tensor, which autograd needs, and the logits die when this returns.
+    Only the response positions get logits (the output layer is ~21% of SmolLM2-135M's matmuls; the prompt's
+    logits were computed and thrown away until 2026-12-08). With autograd (the learner) the log-softmax is a
+    second tensor, which autograd needs, and the logits die when this returns.
 
-    Without autograd (the teacher) only the response positions get logits, and on CPU the log-softmax is
-    written over them (the kernel reads each row before writing it: bit-identical values), so one B×(R+1)×V
-    float32 tensor is all there is; the returned B×R×V is a view of it. Temperature 1 divides nothing: `x / 1.0`
-    would be one more copy of the same values.
+    Without autograd (the teacher) on CPU the log-softmax is written over the logits (the kernel reads each row
+    before writing it: bit-identical values), so one B×(R+1)×V float32 tensor is all there is; the returned B×R×V
+    is a view of it. Temperature 1 divides nothing: `x / 1.0` would be one more copy of the same values.
     """
     args = (batch.prompt_ids_BP, batch.prompt_mask_BP, batch.response_ids_BR, batch.response_mask_BR)
     if torch.is_grad_enabled():
-        logits_BRV = response_logits(model, *args, vocab_limit, prompt_logits=True)
+        logits_BRV = response_logits(model, *args, vocab_limit)
         return torch.log_softmax(logits_BRV / temperature if temperature != 1.0 else logits_BRV, dim=-1)
     n_response = batch.response_ids_BR.shape[1]
     logits = sequence_logits(model, *args, n_response + 1)[:, -n_response - 1:, :vocab_limit].float()

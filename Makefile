@@ -41,8 +41,9 @@ run: setup  ## the OPD job on the CPU lab default
 test: setup real-models  ## the default test tier (it includes two OPD steps of the real SmolLM2)
 	$(ENV) $(PY) -m pytest
 
-run-vllm: setup-vllm  ## the lab job with vLLM rollouts and teacher
-	$(ENV) $(VENV_VARS) $(VPY) launch/opd_job.py --config configs/lab_cpu_vllm.yaml $(ARGS)
+VLLM_CONFIG ?= configs/lab_cpu_vllm.yaml
+run-vllm: setup-vllm  ## a job in .venv-vllm: the lab with vLLM rollouts and teacher (VLLM_CONFIG=... for another)
+	$(ENV) $(VENV_VARS) $(VPY) launch/opd_job.py --config $(VLLM_CONFIG) $(ARGS)
 
 # One pytest process per test file: vLLM keeps process-global state (its parallel groups, registered kernels),
 # and in-process engines left by one file's tests broke the next file's engines when all ran in one process.

@@ -8,7 +8,7 @@ from opd_ray.config.schema import OPDConfig
 from opd_ray.engines.weight_sync import TrainerWeightTransfer
 from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
 from opd_ray.models.folders import shared_logit_width
-from opd_ray.models.loading import learner_sequence_tokens, model_options
+from opd_ray.models.loading import model_options
 from opd_ray.runtime.process import limit_threads
 
 
@@ -22,8 +22,7 @@ class LearnerRank:
                                         temperature=cfg.rollout.temperature, seed=cfg.run.seed,
                                         fault=cfg.run.fault, generation=generation,
                                         model_options=model_options(cfg),
-                                        vocab_limit=shared_logit_width(cfg.model.student, *teachers.models(cfg)),
-                                        max_sequence_tokens=learner_sequence_tokens(cfg))
+                                        vocab_limit=shared_logit_width(cfg.model.student, *teachers.models(cfg)))
 
     def ready(self) -> bool:
         return True

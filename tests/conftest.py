@@ -29,7 +29,7 @@ def scored_lab_batch(n: int, problem_seed: int, top_k: int = 4, max_new_tokens: 
     return teacher, teacher.score(batch)
 
 
-def lab_learner(objective=None, learner=None, model_options=None, max_sequence_tokens=None):
+def lab_learner(objective=None, learner=None, model_options=None):
     """A one-rank DeepSpeed learner (gloo, in this process) on the trained lab student."""
     from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
     from opd_ray.learner.deepspeed_rank import DeepSpeedLearner
@@ -37,7 +37,7 @@ def lab_learner(objective=None, learner=None, model_options=None, max_sequence_t
 
     return DeepSpeedLearner(str(LAB / "student"), learner or LearnerConfig(lr=1e-3), objective or ObjectiveConfig(),
                             rank=0, world_size=1, master_addr="127.0.0.1", master_port=free_port(), temperature=1.0,
-                            seed=0, model_options=model_options, max_sequence_tokens=max_sequence_tokens)
+                            seed=0, model_options=model_options)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import torch
 
 from opd_ray.config.schema import LearnerConfig, ObjectiveConfig
 from opd_ray.learner.opd_loss import ShardTensors, diagnostic_sums, token_losses
-from opd_ray.models.loading import autocast, learner_attention, load_model, state_dict_numpy, torch_dtype
+from opd_ray.models.loading import autocast, load_model, state_dict_numpy, torch_dtype
 from opd_ray.models.scoring import gather_BR, response_logp
 from opd_ray.objective import losses as obj
 from opd_ray.runtime.faults import maybe_fault
@@ -45,7 +45,7 @@ class DeepSpeedLearner:
     def __init__(self, model_path: str, learner: LearnerConfig, objective: ObjectiveConfig, *, rank: int,
                  world_size: int, master_addr: str, master_port: int, temperature: float, seed: int,
                  fault: str = "", generation: int = 0, model_options: dict | None = None,
-                 vocab_limit: int | None = None, max_sequence_tokens: int | None = None):
+                 vocab_limit: int | None = None):
         # zero.Init in some transformers releases imports torch._dynamo lazily (docs/design.md, "Real components")
         import torch._dynamo  # noqa: F401, I001  (before deepspeed, as it always ran)
         import deepspeed  # lazy: DeepSpeed is heavy; only learner ranks need it
@@ -55,7 +55,6 @@ class DeepSpeedLearner:
         self.rank, self.world_size, self.objective, self.temperature = rank, world_size, objective, temperature
         options = dict(model_options or {})
         self.compute_dtype = torch_dtype(options.pop("dtype", "float32"))
-        options["attn_implementation"] = learner_attention(options.get("attn_implementation", ""), max_sequence_tokens)
         model = load_model(model_path, **options, dtype="float32")  # float32 master weights, whatever computes
         self.trust_remote_code = (model_options or {}).get("trust_remote_code", False)
         self.vocab_limit = vocab_limit  # the ids student and teacher share (opd_ray/models/folders.py)

@@ -57,26 +57,25 @@ def model_options(cfg) -> dict:
     return {"trust_remote_code": m.trust_remote_code, "dtype": m.dtype, "attn_implementation": m.attn_implementation}
 
 
-# The longest prompt + response for which the learner on a CPU computes attention in plain matmuls ("eager"). torch's
-# CPU flash-attention kernel (what "sdpa" picks) is slow in its backward at short lengths: on SmolLM2-135M, 16 rows x
-# 95 tokens in bfloat16, a learner step took 6.6 s with it and 5.6 s with eager (docs/speed.md). Eager keeps the
-# B x heads x L x L scores for the backward; with B x L <= learner.micro_batch_tokens that is at most
+# The longest prompt + response for which models on a CPU compute attention in plain matmuls ("eager") unless
+# model.attn_implementation names one. torch's CPU flash-attention kernel (what "sdpa" picks) is slow at short
+# lengths: on SmolLM2-135M in bfloat16, 16 rows, eager took the learner's step from 5.6 to 4.8 s (the kernel's
+# backward) and the rollout's attention from 0.77 to 0.2 s (its one-token decode steps; docs/speed.md). Eager keeps
+# the B x heads x L x L scores for the learner's backward; with B x L <= learner.micro_batch_tokens that is at most
 # micro_batch_tokens x heads x L per layer, no more than the MLP's activations while L <= 256.
 EAGER_ATTENTION_MAX_TOKENS = 256
 
 
-def learner_sequence_tokens(cfg) -> int:
-    """The longest prompt + response the learner can be given: prompts longer than data.max_prompt_tokens are
+def longest_sequence_tokens(cfg) -> int:
+    """The longest prompt + response a model of the run is given: prompts longer than data.max_prompt_tokens are
     dropped, and responses (sampled, or the teacher's for the cold start) stop at max_new_tokens."""
     return cfg.data.max_prompt_tokens + max(cfg.rollout.max_new_tokens, cfg.cold_start.max_new_tokens)
 
 
-def learner_attention(requested: str, max_sequence_tokens: int | None) -> str:
-    """The learner's attention implementation: the one model.attn_implementation names, else eager on a CPU when no
-    sequence is longer than EAGER_ATTENTION_MAX_TOKENS, else the model's default ("")."""
-    if requested or max_sequence_tokens is None or torch.cuda.is_available():
-        return requested
-    return "eager" if max_sequence_tokens <= EAGER_ATTENTION_MAX_TOKENS else ""
+def default_attention(longest_tokens: int, on_gpu: bool) -> str:
+    """`model.attn_implementation` when the config leaves it empty: eager for a CPU run whose sequences are all
+    at most EAGER_ATTENTION_MAX_TOKENS long, else "" (the model's own default, sdpa for transformers' models)."""
+    return "eager" if not on_gpu and longest_tokens <= EAGER_ATTENTION_MAX_TOKENS else ""
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

@@ -51,7 +51,8 @@ from opd_ray.models.folders import (
     model_config,
     resolve_model,
 )
-from opd_ray.models.loading import load_tokenizer, native_cpu_bf16, native_dtype
+from opd_ray.models.loading import (default_attention, load_tokenizer, longest_sequence_tokens,
+                                    native_cpu_bf16, native_dtype)
 from opd_ray.objective.losses import (
     FULL_VOCAB_KINDS,
     FULL_VOCAB_LIMIT,
@@ -98,7 +99,19 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
     if cfg.model.dtype == "native":  # resolved here, once, so every actor (and the stored config) names one dtype
         cfg.model.dtype = native_dtype()
         print(f"[opd] model.dtype native: {cfg.model.dtype} on this node", flush=True)
+    if not cfg.model.attn_implementation:  # resolved once too: the frozen evaluations' key names it
+        cfg.model.attn_implementation = default_attention(longest_sequence_tokens(cfg), runs_on_gpu(cfg))
+        if cfg.model.attn_implementation:
+            print(f"[opd] model.attn_implementation: {cfg.model.attn_implementation} (a CPU run, sequences of at "
+                  f"most {longest_sequence_tokens(cfg)} tokens)", flush=True)
     return cfg
+
+
+def runs_on_gpu(cfg: OPDConfig) -> bool:
+    """Whether any actor of the run asks for a GPU (or the driver has one)."""
+    placements = [cfg.placement.rollout, cfg.placement.learner] + [
+        view.placement.teacher for view in teachers.views(cfg).values()]
+    return torch.cuda.is_available() or any(p.num_gpus > 0 for p in placements)
 
 
 def per_teacher(cfg: OPDConfig, check) -> None:

@@ -1,30 +1,17 @@
-"""The learner's kernel choices (docs/speed.md, "The learner's step"): eager attention on a CPU for short sequences,
-and AdamW fused into one kernel. Both change how the numbers are computed, not what they are: checked against the
-default attention and against a float64 AdamW on the same gradient."""
+"""The learner's kernel choices (docs/speed.md, "The learner's step"): eager attention (what a CPU run of short
+sequences gets, `preflight.load_config`), and AdamW fused into one kernel. Both change how the numbers are computed,
+not what they are: checked against the default attention and against a float64 AdamW on the same gradient."""
 import numpy as np
 import pytest
 import torch
 
-from opd_ray.config.schema import LearnerConfig, OPDConfig
-from opd_ray.models.loading import EAGER_ATTENTION_MAX_TOKENS, learner_attention, learner_sequence_tokens
+from opd_ray.config.schema import LearnerConfig
 from tests.conftest import lab_learner, scored_lab_batch
 
 
 @pytest.fixture(scope="module")
 def scored():
     return scored_lab_batch(16, problem_seed=23)[1]
-
-
-def test_eager_attention_is_chosen_on_a_cpu_only_for_short_sequences_and_never_over_the_users_choice():
-    assert learner_attention("", EAGER_ATTENTION_MAX_TOKENS) == "eager"
-    assert learner_attention("", EAGER_ATTENTION_MAX_TOKENS + 1) == ""  # the model's default (sdpa)
-    assert learner_attention("", None) == ""
-    assert learner_attention("sdpa", 16) == "sdpa"
-    cfg = OPDConfig()
-    assert learner_sequence_tokens(cfg) == cfg.data.max_prompt_tokens + max(cfg.rollout.max_new_tokens,
-                                                                            cfg.cold_start.max_new_tokens)
-    cfg.cold_start.max_new_tokens = 500
-    assert learner_sequence_tokens(cfg) == cfg.data.max_prompt_tokens + 500
 
 
 def loss_and_gradient(learner, batch) -> tuple[float, torch.Tensor]:
@@ -35,7 +22,7 @@ def loss_and_gradient(learner, batch) -> tuple[float, torch.Tensor]:
 
 def test_eager_attention_gives_the_default_attentions_loss_and_gradient(scored):
     config = LearnerConfig(lr=1e-3, zero_stage=0)  # ZeRO-0 leaves each gradient in its parameter's .grad
-    eager = lab_learner(learner=config, max_sequence_tokens=128)
+    eager = lab_learner(learner=config, model_options={"attn_implementation": "eager"})
     default = lab_learner(learner=config)
     assert eager.engine.module.config._attn_implementation == "eager"
     assert default.engine.module.config._attn_implementation == "sdpa"

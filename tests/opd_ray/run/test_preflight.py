@@ -99,3 +99,24 @@ def test_native_dtype_is_resolved_once_on_the_driver():
     cfg = load_config(LAB_CFG, ["model.dtype=native"])
     assert cfg.model.dtype == ("bfloat16" if native else "float32")
     assert load_config(LAB_CFG).model.dtype == "auto"  # the default stays float32 on a CPU: asked for, not picked
+
+
+def test_an_empty_attention_becomes_eager_only_for_a_cpu_run_of_short_sequences():
+    """model.attn_implementation "" is resolved on the driver: eager where every sequence fits
+    EAGER_ATTENTION_MAX_TOKENS and no actor asks for a GPU, else the model's default; a named one is kept."""
+    import torch
+
+    from opd_ray.models.loading import EAGER_ATTENTION_MAX_TOKENS
+
+    if torch.cuda.is_available():
+        pytest.skip("the driver has a GPU: the empty value stays the model's default")
+    lab = load_config(LAB_CFG)
+    assert lab.data.max_prompt_tokens + lab.rollout.max_new_tokens <= EAGER_ATTENTION_MAX_TOKENS
+    assert lab.model.attn_implementation == "eager"
+    assert load_config(LAB_CFG, ["model.attn_implementation=sdpa"]).model.attn_implementation == "sdpa"
+    # the lab models' context is 128 tokens: longer sequences only without the checks that read the models
+    long_prompts = f"data.max_prompt_tokens={EAGER_ATTENTION_MAX_TOKENS}"
+    assert load_config(LAB_CFG, [long_prompts], resolve_models=False).model.attn_implementation == ""
+    long_cold_start = f"cold_start.max_new_tokens={EAGER_ATTENTION_MAX_TOKENS}"
+    assert load_config(LAB_CFG, [long_cold_start], resolve_models=False).model.attn_implementation == ""
+    assert load_config(LAB_CFG, ["placement.learner.num_gpus=1"]).model.attn_implementation == ""

@@ -6,7 +6,7 @@
 One batch of `--prompts` training prompts of the config is sampled by the HF rollout engine and scored by the HF
 teacher; then the DeepSpeed learner (one rank, gloo, in this process) trains on it in each variant, interleaved
 round by round, timing `train_step` after one warm-up step. The variants undo the learner's kernel choices one at a
-time, as the code ran before 2026-12-08:
+time, as the code ran until 2026-12-07 (commit 3eeccf0):
 
 - `before`: the model's default attention (sdpa: torch's CPU flash-attention kernel), AdamW one operation at a
   time over the parameters (foreach), and logits (and their backward) at the prompt positions too;
@@ -61,7 +61,7 @@ def scored_batch(cfg, prompts: int):
 
 
 def logp_with_prompt_logits(model, batch, temperature: float = 1.0, vocab_limit: int | None = None):
-    """The learner's log-probs as computed before 2026-12-08: the output layer over every position."""
+    """The learner's log-probs as computed until 2026-12-07 (3eeccf0): the output layer over every position."""
     from opd_ray.models.scoring import sequence_logits
 
     n = batch.response_ids_BR.shape[1]

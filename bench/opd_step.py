@@ -175,7 +175,7 @@ def compare(other: Path, runs: int, steps: int, out: Path) -> None:
            for side, rs in results.items()}
     ratio = med["this"]["tokens_per_s"] / med["other"]["tokens_per_s"]
     print(f"tokens/s ratio (median of {runs} interleaved runs each): {ratio:.2f}x", flush=True)
-    write_new(out, {"other_repo": str(other), "other_commit": git_commit(other),
+    write_new(out, {"other_commit": git_commit(other),
         "steps": steps, "median": med, "tokens_per_s_ratio": ratio, "runs": results})
 
 

@@ -40,8 +40,8 @@ def takes_logits_to_keep(model) -> bool:
 def response_logp(model, batch, temperature: float = 1.0, vocab_limit: int | None = None) -> torch.Tensor:
     """log_softmax(logits / temperature) at the response positions of a TrajectoryBatch, B×R×V float32.
 
-    Only the response positions get logits (the output layer is ~21% of SmolLM2-135M's matmuls; the prompt's
-    logits were computed and thrown away until 2026-12-08). With autograd (the learner) the log-softmax is a
+    Only the response positions get logits: the output layer is ~21% of SmolLM2-135M's matmuls, and the prompt's
+    logits were computed and thrown away until commit 3eeccf0. With autograd (the learner) the log-softmax is a
     second tensor, which autograd needs, and the logits die when this returns.
 
     Without autograd (the teacher) on CPU the log-softmax is written over the logits (the kernel reads each row

@@ -1,5 +1,6 @@
 """Sampling: per-trajectory determinism, and log-probs that agree with a plain forward pass."""
 import numpy as np
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -26,8 +27,10 @@ def test_row_is_reproducible_whatever_its_batch(tiny_lab):
     assert np.allclose(full.logp_BR[1][:n], alone.logp_BR[0][:n], atol=1e-5)
 
 
-def test_sampler_logprobs_match_a_scoring_forward(tiny_lab):
-    model = AutoModelForCausalLM.from_pretrained(tiny_lab / "student").eval()
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # eager: what a CPU run of short sequences resolves to
+def test_sampler_logprobs_match_a_scoring_forward(tiny_lab, attention):
+    model = AutoModelForCausalLM.from_pretrained(tiny_lab / "student", attn_implementation=attention).eval()
+    assert model.config._attn_implementation == attention
     tok = AutoTokenizer.from_pretrained(tiny_lab / "student")
     prompts = [tok(p)["input_ids"] for p in ("12+34:", "10+20+30+40:")]
     out = sample(model, prompts, max_new_tokens=10, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,

@@ -12,6 +12,7 @@ the task registry (`TASKS`, `build_task`) lives here, above the task types it ch
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,13 +99,19 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
     validate(cfg, check_models=resolve_models)
     if cfg.model.dtype == "native":  # resolved here, once, so every actor (and the stored config) names one dtype
         cfg.model.dtype = native_dtype()
-        print(f"[opd] model.dtype native: {cfg.model.dtype} on this node", flush=True)
+        notice(f"model.dtype native: {cfg.model.dtype} on this node")
     if not cfg.model.attn_implementation:  # resolved once too: the frozen evaluations' key names it
         cfg.model.attn_implementation = default_attention(longest_sequence_tokens(cfg), runs_on_gpu(cfg))
         if cfg.model.attn_implementation:
-            print(f"[opd] model.attn_implementation: {cfg.model.attn_implementation} (a CPU run, sequences of at "
-                  f"most {longest_sequence_tokens(cfg)} tokens)", flush=True)
+            notice(f"model.attn_implementation: {cfg.model.attn_implementation} (a CPU run, sequences of at most "
+                   f"{longest_sequence_tokens(cfg)} tokens)")
     return cfg
+
+
+def notice(message: str) -> None:
+    """A setting resolved on the driver, said once on stderr: stdout stays the command's own output (the probe's
+    JSON, a one-line error)."""
+    print(f"[opd] {message}", file=sys.stderr, flush=True)
 
 
 def runs_on_gpu(cfg: OPDConfig) -> bool:

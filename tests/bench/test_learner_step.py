@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 def test_learner_step_times_each_variant_on_one_batch(tmp_path):
     out = tmp_path / "learner_step.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "learner_step.py"), "--config", "configs/lab_cpu.yaml",
-                    "--dtype", "float32", "--prompts", "4", "--rounds", "1", "--steps", "1", "--no-profile",
+                    "--dtype", "float32", "--prompts", "4", "--rounds", "1", "--steps", "1", "--warmup", "1", "--no-profile",
                     "--variants", "before", "prompt_logits", "now", "--out", str(out)],
                    check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, timeout=600)
     result = json.loads(out.read_text())

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = resume_from.parent.parent if resume_from else make_run_dir(cfg)
     print(f"[opd] run directory: {run_dir}", flush=True)
+    print(preflight.compute_line(cfg), flush=True)
     connect_ray()
     stage = None
     if "cold_start" in cfg.stages:  # SFT on the teacher's filtered answers; OPD then starts from that student

@@ -12,7 +12,6 @@ the task registry (`TASKS`, `build_task`) lives here, above the task types it ch
 from __future__ import annotations
 
 import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,21 +96,20 @@ def load_config(path: str | Path, overrides: list[str] = (), resolve_models: boo
         for name, spec in cfg.teachers.items():
             spec.model = resolve_model(spec.model, f"teachers.{name}.model")
     validate(cfg, check_models=resolve_models)
-    if cfg.model.dtype == "native":  # resolved here, once, so every actor (and the stored config) names one dtype
+    # resolved here, once, so every actor (and the stored config, and the frozen evaluations' key) names one value;
+    # the job prints them (`compute_line`) once its input checks have passed
+    if cfg.model.dtype == "native":
         cfg.model.dtype = native_dtype()
-        notice(f"model.dtype native: {cfg.model.dtype} on this node")
-    if not cfg.model.attn_implementation:  # resolved once too: the frozen evaluations' key names it
+    if not cfg.model.attn_implementation:
         cfg.model.attn_implementation = default_attention(longest_sequence_tokens(cfg), runs_on_gpu(cfg))
-        if cfg.model.attn_implementation:
-            notice(f"model.attn_implementation: {cfg.model.attn_implementation} (a CPU run, sequences of at most "
-                   f"{longest_sequence_tokens(cfg)} tokens)")
     return cfg
 
 
-def notice(message: str) -> None:
-    """A setting resolved on the driver, said once on stderr: stdout stays the command's own output (the probe's
-    JSON, a one-line error)."""
-    print(f"[opd] {message}", file=sys.stderr, flush=True)
+def compute_line(cfg: OPDConfig) -> str:
+    """What the models compute in, as resolved on the driver (model.dtype native, an empty attention)."""
+    attention = cfg.model.attn_implementation or "the model's default"
+    return (f"[opd] models compute in {cfg.model.dtype}, attention {attention} (prompt + response at most "
+            f"{longest_sequence_tokens(cfg)} tokens)")
 
 
 def runs_on_gpu(cfg: OPDConfig) -> bool:

@@ -59,8 +59,9 @@ def model_options(cfg) -> dict:
 
 # The longest prompt + response for which models on a CPU compute attention in plain matmuls ("eager") unless
 # model.attn_implementation names one. torch's CPU flash-attention kernel (what "sdpa" picks) is slow at short
-# lengths: on SmolLM2-135M in bfloat16, 16 rows, eager took the learner's step from 5.6 to 4.8 s (the kernel's
-# backward) and the rollout's attention from 0.77 to 0.2 s (its one-token decode steps; docs/speed.md). Eager keeps
+# lengths: on SmolLM2-135M in bfloat16, 16 rows, eager alone took the learner's step from 6.2-6.8 to 5.5-5.9 s (the
+# kernel's backward) and the rollout's attention from 0.77 to under 0.2 s (its one-token decode steps; profiled in
+# one process, docs/speed.md). Eager keeps
 # the B x heads x L x L scores for the learner's backward; with B x L <= learner.micro_batch_tokens that is at most
 # micro_batch_tokens x heads x L per layer, no more than the MLP's activations while L <= 256.
 EAGER_ATTENTION_MAX_TOKENS = 256
